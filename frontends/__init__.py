@@ -1,0 +1,1 @@
+"""SGLang frontend-language additions (installed as ``sglang_pr.frontends``)."""

@@ -1,0 +1,34 @@
+"""Cascade (shared-prefix) attention backend for fork groups at decode (issue 6).
+
+``register`` (called by :mod:`sglang_pr.plugin` in every SGLang process) adds the attention
+backend ``cascade`` to SGLang's registry and to the ``--attention-backend`` choices. The backend
+itself (:mod:`.backend`) is imported only when SGLang builds it, in the scheduler process.
+"""
+
+from __future__ import annotations
+
+from .config import BACKEND_NAME, CascadeConfig, load_config
+from .policy import should_use_cascade
+
+__all__ = ["BACKEND_NAME", "CascadeConfig", "load_config", "register", "should_use_cascade"]
+
+
+def _create_backend(model_runner):
+    from .backend import CascadeAttnBackend
+
+    # Parsed here (scheduler process, before any request) so a bad SGLANG_PR_CASCADE stops
+    # start-up with the field named instead of failing at the first decode batch.
+    return CascadeAttnBackend(model_runner, load_config())
+
+
+def register(features: list[str]) -> None:
+    from sglang.srt.arg_groups.choices import (
+        ATTENTION_BACKEND_CHOICES,
+        add_attention_backend_choices,
+    )
+    from sglang.srt.layers.attention.attention_registry import register_attention_backend
+
+    if BACKEND_NAME not in ATTENTION_BACKEND_CHOICES:
+        add_attention_backend_choices([BACKEND_NAME])
+    register_attention_backend(BACKEND_NAME)(_create_backend)
+    features.append("cascade_attention")

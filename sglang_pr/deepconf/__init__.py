@@ -1,0 +1,1 @@
+"""DeepConf: confidence-filtered, early-stopped self-consistency inside SGLang (issue 4)."""

@@ -1,0 +1,1 @@
+"""Medusa-head speculative decoding registered with SGLang (issue 5)."""

@@ -1,0 +1,115 @@
+"""The shipped model's task: multi-step modular arithmetic, answered by a chain of steps.
+
+A question is a start value and 2..8 operations; the model writes one line per operation,
+then the answer in a fixed format. Worked example (``Problem(17, (("*", 6), ("+", 9)))``)::
+
+    prompt:      "Q: 17 *6 +9\\nA:\\n"
+    completion:  "17*6=102>2\\n2+9=11\\n#### 11"
+
+Values live in 0..99: a result outside that range is written, then reduced (``102>2``), so the
+modular step is visible to the model. Difficulty grows with the number of steps, so per-question
+accuracy varies, which self-consistency, confidence filtering and drafting all need.
+
+Train and held-out questions are disjoint by construction: a question's split is a hash of its
+text, so no generator seed can leak a held-out question into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+MODULUS = 100
+MIN_STEPS, MAX_STEPS = 2, 8
+OPS = ("+", "-", "*")
+ANSWER_PREFIX = "#### "
+HELDOUT_EVERY = 16  # one question in 16 (by hash) belongs to the held-out split
+_ANSWER_RE = re.compile(r"####\s*(-?\d+)")
+
+Split = Literal["train", "heldout"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    start: int
+    ops: tuple[tuple[str, int], ...]
+
+    @property
+    def prompt(self) -> str:
+        body = " ".join([str(self.start)] + [f"{op}{d}" for op, d in self.ops])
+        return f"Q: {body}\nA:\n"
+
+    @property
+    def steps(self) -> list[tuple[int, str, int, int, int]]:
+        """(lhs, op, operand, raw result, reduced result) for each operation."""
+        out, value = [], self.start
+        for op, d in self.ops:
+            raw = value + d if op == "+" else value - d if op == "-" else value * d
+            out.append((value, op, d, raw, raw % MODULUS))
+            value = raw % MODULUS
+        return out
+
+    @property
+    def answer(self) -> int:
+        return self.steps[-1][4]
+
+    @property
+    def completion(self) -> str:
+        lines = []
+        for lhs, op, d, raw, red in self.steps:
+            lines.append(f"{lhs}{op}{d}={raw}" + (f">{red}" if raw != red else ""))
+        return "\n".join(lines) + f"\n{ANSWER_PREFIX}{self.answer}"
+
+    @property
+    def split(self) -> Split:
+        digest = hashlib.sha1(self.prompt.encode()).digest()
+        return "heldout" if digest[0] % HELDOUT_EVERY == 0 else "train"
+
+
+def random_problem(rng: random.Random, n_steps: int | None = None) -> Problem:
+    n = rng.randint(MIN_STEPS, MAX_STEPS) if n_steps is None else n_steps
+    if not MIN_STEPS <= n <= MAX_STEPS:
+        raise ValueError(f"n_steps must be in [{MIN_STEPS}, {MAX_STEPS}], got {n}")
+    ops = tuple((rng.choice(OPS), rng.randint(1, 9)) for _ in range(n))
+    return Problem(rng.randint(0, MODULUS - 1), ops)
+
+
+def problems(split: Split, seed: int) -> Iterator[Problem]:
+    """Endless, seeded stream of distinct-split problems (rejection on the hash split)."""
+    rng = random.Random(f"{split}:{seed}")
+    while True:
+        p = random_problem(rng)
+        if p.split == split:
+            yield p
+
+
+def heldout_set(n: int, seed: int = 0) -> list[Problem]:
+    """The first ``n`` distinct held-out problems of a seed: the evaluation set."""
+    seen: dict[str, Problem] = {}
+    for p in problems("heldout", seed):
+        seen.setdefault(p.prompt, p)
+        if len(seen) == n:
+            return list(seen.values())
+    raise AssertionError("unreachable")
+
+
+def extract_answer(text: str) -> int | None:
+    """The last ``#### <int>`` in a completion, or None when the trace never answered."""
+    found = _ANSWER_RE.findall(text)
+    return int(found[-1]) if found else None
+
+
+def is_correct(text: str, problem: Problem) -> bool:
+    return extract_answer(text) == problem.answer
+
+
+def parse_prompt(prompt: str) -> Problem:
+    """Inverse of ``Problem.prompt`` (used to score traces that only carry their prompt)."""
+    m = re.fullmatch(r"Q: (\d+)((?: [+\-*]\d)+)\nA:\n", prompt)
+    if m is None:
+        raise ValueError(f"not a task prompt: {prompt!r}")
+    ops = tuple((tok[0], int(tok[1:])) for tok in m.group(2).split())
+    return Problem(int(m.group(1)), ops)

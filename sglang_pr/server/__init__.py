@@ -1,0 +1,1 @@
+"""HTTP routes sglang_pr adds to SGLang's server, and a launcher for SGLang server processes."""

@@ -1,0 +1,48 @@
+"""``sglang-pr demo``: the README's main job, end to end."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from sglang_pr.cli import main
+from sglang_pr.cli.demo import QuestionResult, summarize
+
+
+def test_vote_and_summary_arithmetic():
+    results = [QuestionResult(5, (5, 5, 7, None), (10, 10, 10, 4)),
+               QuestionResult(3, (1, 1, 3, 3), (5, 5, 5, 5))]
+    assert results[0].voted == 5
+    s = summarize(results)
+    assert s["single_sample_accuracy"] == 4 / 8
+    assert s["vote_accuracy"] in (0.5, 1.0)  # the 2-2 tie breaks by first seen (1)
+    assert s["vote_accuracy"] == 0.5
+    assert s["generated_tokens"] == 54
+
+
+def test_demo_against_running_server(base_url, capsys):
+    assert main(["demo", "--url", base_url, "--questions", "3", "--n", "4"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"single-sample accuracy : \d\.\d{3}", out)
+    tokens = int(re.search(r"tokens generated\s+: (\d+)", out).group(1))
+    assert 3 * 4 <= tokens <= 3 * 4 * 160
+
+
+def test_demo_rejects_bad_input():
+    assert main(["demo", "--n", "0"]) == 2
+    assert main(["demo", "--questions", "-1"]) == 2
+
+
+def test_demo_starts_and_stops_its_own_server():
+    res = subprocess.run([sys.executable, "-P", "-m", "sglang_pr.cli", "demo", "--questions", "2",
+                          "--n", "2", "--max-new-tokens", "48"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "majority-vote accuracy" in res.stdout
+    pid_line = re.search(r"server up at http://127.0.0.1:(\d+)", res.stdout)
+    assert pid_line, res.stdout
+    # The server's port is free again: the demo stopped it.
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", int(pid_line.group(1))))

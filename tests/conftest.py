@@ -1,0 +1,67 @@
+"""Shared fixtures: SGLang servers started once per test session and always stopped.
+
+``sglang_server_factory(name, extra_args=(), model_path=None, env=None)`` returns the running
+server called ``name``, starting it on first use; asking again for the same name with other
+settings is an error (so two tests cannot silently disagree about one server's flags). Every
+server is stopped, with its whole process group, when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sglang_pr.server.launcher import ServerHandle, launch
+
+torch.set_num_threads(1)  # unit tests share two cores with the servers they start
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; the CPU twin test covers the semantics")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def sglang_server_factory(tmp_path_factory):
+    servers: dict[str, tuple[tuple, ServerHandle]] = {}
+    log_dir = tmp_path_factory.mktemp("server_logs")
+
+    def get(name: str, extra_args=(), model_path=None, env=None) -> ServerHandle:
+        key = (tuple(extra_args), str(model_path), tuple(sorted((env or {}).items())))
+        if name in servers:
+            if servers[name][0] != key:
+                raise ValueError(f"server {name!r} already started with other settings")
+            handle = servers[name][1]
+            if not handle.alive:
+                pytest.fail(f"server {name!r} died; log {handle.log_path}:\n{handle.log_tail()}")
+            return handle
+        handle = launch(model_path=model_path, extra_args=extra_args, env=env,
+                        log_path=log_dir / f"{name}.log", timeout_s=300)
+        servers[name] = (key, handle)
+        return handle
+
+    yield get
+    for _, handle in servers.values():
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def sglang_server(sglang_server_factory) -> ServerHandle:
+    """The default server: the shipped model, the plugin loaded, CPU defaults."""
+    return sglang_server_factory("default")
+
+
+@pytest.fixture(scope="session")
+def base_url(sglang_server) -> str:
+    return sglang_server.base_url
+
+
+def pytest_report_header(config):
+    return f"sglang_pr tests: torch {torch.__version__}, cuda={torch.cuda.is_available()}, " \
+           f"SGLANG_PLUGINS={os.environ.get('SGLANG_PLUGINS', '<unset>')}"
