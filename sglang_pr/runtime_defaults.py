@@ -21,7 +21,9 @@ CPU_SERVER_FLAGS: dict[str, str | None] = {
     "--device": "cpu",
     "--attention-backend": "torch_native",
     "--sampling-backend": "pytorch",
-    "--disable-cuda-graph": None,
+    # No CUDA graphs (--disable-cuda-graph is deprecated in 0.5.23 in favour of these two).
+    "--cuda-graph-backend-decode": "disabled",
+    "--cuda-graph-backend-prefill": "disabled",
     # Overlap scheduling needs a second CUDA stream; on CPU it only adds a thread hop.
     "--disable-overlap-schedule": None,
     # Without a cap the KV pool takes ~72 % of RAM (15 GB, 30 s to allocate on 24 GiB).

@@ -42,7 +42,7 @@ def sglang_server_factory(tmp_path_factory):
                 pytest.fail(f"server {name!r} died; log {handle.log_path}:\n{handle.log_tail()}")
             return handle
         handle = launch(model_path=model_path, extra_args=extra_args, env=env,
-                        log_path=log_dir / f"{name}.log", timeout_s=300)
+                        log_path=log_dir / f"{name}.log", timeout_s=900)  # ~20 s idle; minutes on a loaded 2-core box
         servers[name] = (key, handle)
         return handle
 

@@ -1,8 +1,10 @@
 """``sglang-pr serve``: SGLang's own server with the plugin loaded.
 
-Every SGLang flag passes through unchanged. Two defaults are added, never overriding a flag the
-user gave: ``--model-path`` is the shipped tiny model when omitted, and on a machine without a
-GPU the CPU settings of ``sglang_pr.runtime_defaults`` are filled in.
+Every SGLang flag passes through unchanged. Defaults are added, never overriding a flag the
+user gave: ``--model-path`` is the shipped tiny model when omitted; on a machine without a GPU
+the CPU settings of ``sglang_pr.runtime_defaults`` are filled in, and the ``cascade`` attention
+backend is chosen (rule: ``sglang_pr.cascade.policy``) unless the user picked a backend or a
+speculative algorithm.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
+from sglang_pr.cascade.policy import cascade_server_flags, should_use_cascade
 from sglang_pr.cli import CliError
 from sglang_pr.cpu_platform import has_accelerator
 from sglang_pr.model import SHIPPED_MODEL_DIR
@@ -58,6 +61,8 @@ def build_server_argv(argv: list[str], gpu: bool | None = None) -> list[str]:
         model_path = str(SHIPPED_MODEL_DIR)
         out += ["--model-path", model_path]
     check_model_path(model_path)
+    if should_use_cascade(out, has_accelerator=gpu):
+        out += cascade_server_flags(gpu)
     if gpu:
         return out
     for flag, value in CPU_SERVER_FLAGS.items():
@@ -116,6 +121,11 @@ def print_help() -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from sglang.srt.plugins import load_plugins
+
+    # Plugins first: they add choices (e.g. --attention-backend cascade) that the flag check
+    # and --help must see. SGLang guards load_plugins() against a second call in this process.
+    load_plugins()
     if "-h" in extra or "--help" in extra:
         print_help()
         return 0
@@ -125,11 +135,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     print("sglang-pr serve: sglang.launch_server " + " ".join(argv), file=sys.stderr, flush=True)
     # Same steps as `python -m sglang.launch_server`, in this process.
     from sglang.launch_server import run_server
-    from sglang.srt.plugins import load_plugins
     from sglang.srt.server_args import prepare_server_args
     from sglang.srt.utils import kill_process_tree
 
-    load_plugins()
     server_args = prepare_server_args(argv)
     try:
         run_server(server_args)

@@ -20,8 +20,15 @@ def test_shipped_model_is_the_default_model_path():
 
 
 def test_gpu_machine_gets_no_cpu_defaults():
-    argv = build_server_argv(["--model-path", str(SHIPPED_MODEL_DIR)], gpu=True)
-    assert argv == ["--model-path", str(SHIPPED_MODEL_DIR)]
+    user = ["--model-path", str(SHIPPED_MODEL_DIR), "--attention-backend", "fa3"]
+    assert build_server_argv(user, gpu=True) == user
+
+
+def test_cpu_machine_gets_cascade_unless_user_chose():
+    argv = build_server_argv([], gpu=False)
+    assert flag_value(argv, "--attention-backend") == "cascade"
+    spec = build_server_argv(["--speculative-algorithm", "MEDUSA"], gpu=False)
+    assert flag_value(spec, "--attention-backend") == CPU_SERVER_FLAGS["--attention-backend"]
 
 
 def test_cpu_defaults_fill_gaps_and_user_flags_win():
@@ -33,7 +40,8 @@ def test_cpu_defaults_fill_gaps_and_user_flags_win():
     assert flag_value(argv, "--max-total-tokens") == "4096"
     assert flag_value(argv, "--dtype") == "bfloat16"
     assert flag_value(argv, "--sampling-backend") == CPU_SERVER_FLAGS["--sampling-backend"]
-    assert "--disable-cuda-graph" in argv and "--sleep-on-idle" in argv
+    assert flag_value(argv, "--cuda-graph-backend-decode") == "disabled"
+    assert "--sleep-on-idle" in argv
 
 
 def test_float32_checkpoint_is_served_in_float32_on_cpu():

@@ -22,14 +22,14 @@ def test_plugin_marker_reports_version_features_platform(base_url):
     import sglang_pr
 
     assert info["version"] == sglang_pr.__version__
-    assert {"http_routes", "kv_accounting"} <= set(info["features"])
+    assert {"http_routes", "kv_accounting", "cascade_attention"} <= set(info["features"])
     assert info["platform"].endswith("PortableCpuPlatform")
 
 
 def test_server_runs_cpu_defaults(base_url):
     state = requests.get(base_url + "/server_info", timeout=30).json()
     assert state["device"] == "cpu"
-    assert state["attention_backend"] == "torch_native"
+    assert state["attention_backend"] == "cascade"  # chosen by sglang-pr serve on a CPU
     assert state["sampling_backend"] == "pytorch"
     assert state["dtype"] == "float32"  # the shipped checkpoint is float32
 

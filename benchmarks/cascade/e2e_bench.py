@@ -1,0 +1,186 @@
+"""(b) End to end through SGLang's server: decode tokens/s of an n-way fork of a P-token prompt.
+
+The benchmark builds a randomly initialised Llama (the shipped model's architecture, wider: only
+speed is measured) and the shipped character tokenizer in a temporary directory, then compares
+``--attention-backend torch_native`` (flat; FlashInfer on a GPU) with ``--attention-backend
+cascade``.
+
+Both servers run at once (SGLang's ``--sleep-on-idle``, a CPU default here, keeps the idle one
+off the cores) and runs alternate between them, so the other jobs on a shared machine weigh on
+both alike. Per server the prompt is sent once (prefilled into the radix cache, as the fork API
+does), then ``reps`` times (alternating servers) an ``n``-branch fork request:
+
+* decode tokens/s (``flat_tok_s`` / ``cascade_tok_s``): the scheduler's own decode throughput
+  (its "Decode batch ... gen throughput" log line, every ``LOG_INTERVAL`` steps), median over
+  the intervals where all n branches decode - the steady state that cascade changes;
+* whole-request tokens/s (``*_request_tok_s``): all ``n * max_new_tokens`` tokens over the
+  request's wall time, which also holds the n one-token extends of the cached prompt (SGLang's
+  torch_native extend in both servers: O(P^2) per branch on CPU, so it weighs heavily here);
+  and the same tokens per CPU-second used by all server processes (one compute thread each).
+
+Servers are started with ``python -m sglang.launch_server`` (SGLang loads the plugin before it
+parses flags) rather than ``sglang-pr serve``, whose flag check runs before plugins load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import torch
+
+from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS
+from sglang_pr.server.launcher import ServerHandle, free_port
+
+# A wider model of the shipped architecture (Llama, GQA 4): attention over a 2k prefix is a real
+# share of a decode step, as in any model serving long prompts.
+MODEL_SHAPE = dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=2, head_dim=64,
+                   intermediate_size=1536, num_hidden_layers=4)
+
+# SGLang's scheduler log line for decode batches (the format its own debug_utils/log_parser.py
+# reads): the throughput of the last --decode-log-interval decode steps.
+_DECODE_LINE = re.compile(
+    r"Decode batch.*?#running-req:\s*(\d+),.*?gen throughput \(token/s\):\s*([0-9.]+)"
+)
+LOG_INTERVAL = 8
+
+
+def build_model(out_dir: Path, max_positions: int = 4096, seed: int = 0) -> Path:
+    """Random-weight LlamaForCausalLM + the shipped char tokenizer, saved under ``out_dir``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sglang_pr.model import tokenizer as tok
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=tok.VOCAB_SIZE, max_position_embeddings=max_positions,
+                      bos_token_id=tok.BOS_ID, eos_token_id=tok.EOS_ID, pad_token_id=tok.PAD_ID,
+                      tie_word_embeddings=False, **MODEL_SHAPE)
+    LlamaForCausalLM(cfg).save_pretrained(out_dir)
+    tok.save(out_dir)
+    return out_dir
+
+
+def server_argv(model: Path, backend: str, port: int, gpu: bool) -> list[str]:
+    # float32 on CPU (the CPU path's dtype); bfloat16 on a GPU (FlashInfer has no float32).
+    argv = ["--model-path", str(model), "--port", str(port), "--attention-backend", backend,
+            "--max-total-tokens", "32768", "--dtype", "bfloat16" if gpu else "float32"]
+    argv += ["--decode-log-interval", str(LOG_INTERVAL)]
+    if not gpu:
+        for flag, value in CPU_SERVER_FLAGS.items():
+            if flag not in argv:
+                argv += [flag] if value is None else [flag, value]
+    elif backend == "cascade":
+        argv += ["--cuda-graph-backend-decode", "disabled",
+                 "--cuda-graph-backend-prefill", "disabled"]
+    return argv
+
+
+def start_server(argv: list[str], log_path: Path, env: dict, timeout_s: float = 600):
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "sglang.launch_server", *argv],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                            start_new_session=True)  # own process group: stop() ends it all
+    log.close()
+    port = argv[argv.index("--port") + 1]
+    handle = ServerHandle(proc, f"http://127.0.0.1:{port}", log_path, argv)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not handle.alive:
+            raise RuntimeError(f"server exited; log {log_path}:\n{handle.log_tail()}")
+        try:
+            if requests.get(handle.base_url + "/health", timeout=5).status_code == 200:
+                return handle
+        except requests.RequestException:
+            pass
+        time.sleep(1.0)
+    handle.stop()
+    raise RuntimeError(f"server not healthy after {timeout_s} s; log {log_path}")
+
+
+def _server_cpu_s(handle: ServerHandle) -> float:
+    """CPU seconds used so far by the server's processes (scheduler, tokenizer, detokenizer)."""
+    import psutil
+
+    root = psutil.Process(handle.proc.pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _one_run(handle: ServerHandle, prompt: str, n: int, new_tokens: int) -> dict:
+    """One n-way fork: whole-request rates, and decode rates from the scheduler's log."""
+    params = {"temperature": 1.0, "max_new_tokens": new_tokens, "ignore_eos": True, "n": n}
+    offset = handle.log_path.stat().st_size
+    c0, t0 = _server_cpu_s(handle), time.perf_counter()
+    r = requests.post(handle.base_url + "/generate", timeout=1800,
+                      json={"text": prompt, "sampling_params": params})
+    wall, cpu = time.perf_counter() - t0, _server_cpu_s(handle) - c0
+    r.raise_for_status()
+    out = r.json()
+    tokens = sum(o["meta_info"]["completion_tokens"] for o in (out if n > 1 else [out]))
+    assert tokens == n * new_tokens, tokens
+    with open(handle.log_path, errors="replace") as f:
+        f.seek(offset)
+        lines = [(int(a), float(b)) for a, b in _DECODE_LINE.findall(f.read())]
+    # Intervals where all n branches decode; the first one may span the branches' extends.
+    full = [tps for running, tps in lines if running == n][1:]
+    return {"decode_tok_s": statistics.median(full) if full else float("nan"),
+            "decode_intervals": len(full), "request_tok_s": tokens / wall,
+            "request_tok_per_cpu_s": tokens / cpu}
+
+
+def run_e2e_bench(P=2048, n=16, new_tokens=64, reps=3, gpu=False, log=print) -> list[dict]:
+    """Both servers up at once (idle ones sleep), runs alternated so load drift hits both."""
+    device = "cuda" if gpu else "cpu"
+    flat_name = "flashinfer" if gpu else "torch_native"
+    # One compute thread per server on CPU: CPU time then measures work, not OpenMP spinning.
+    env = {} if gpu else {"OMP_NUM_THREADS": "1"}
+    runs: dict[str, list[dict]] = {flat_name: [], "cascade": []}
+    argvs = {}
+    with tempfile.TemporaryDirectory(prefix="cascade_e2e_") as tmp:
+        model = build_model(Path(tmp) / "model", max_positions=P + new_tokens + 64)
+        prompt = ("Q: " + "12 +34 *5 -6 " * P)[: P - 1]  # BOS + P - 1 chars = P tokens
+        handles = {}
+        try:
+            for b in runs:
+                argvs[b] = server_argv(model, b, free_port(), gpu)
+                handles[b] = start_server(argvs[b], Path(tmp) / f"{b}.log", env)
+                _one_run(handles[b], prompt, 1, 1)  # prefill the prompt into the radix cache
+            for i in range(reps):
+                for b in list(runs) if i % 2 == 0 else list(runs)[::-1]:
+                    runs[b].append(_one_run(handles[b], prompt, n, new_tokens))
+                    log(f"e2e {b}: " + ", ".join(f"{k} {v:.1f}" for k, v in runs[b][-1].items()))
+        finally:
+            for h in handles.values():
+                h.stop()
+    best = {b: {k: max(r[k] for r in rs) for k in rs[0]} for b, rs in runs.items()}
+    flat, casc = best[flat_name], best["cascade"]
+    return [{
+        "device": device, "P": P, "n": n, "new_tokens": new_tokens, "flat_backend": flat_name,
+        "flat_tok_s": flat["decode_tok_s"], "cascade_tok_s": casc["decode_tok_s"],
+        "speedup": casc["decode_tok_s"] / flat["decode_tok_s"],
+        "flat_request_tok_s": flat["request_tok_s"],
+        "cascade_request_tok_s": casc["request_tok_s"],
+        "speedup_request": casc["request_tok_s"] / flat["request_tok_s"],
+        "speedup_request_cpu_time":
+            casc["request_tok_per_cpu_s"] / flat["request_tok_per_cpu_s"],
+        "runs": runs, "model": MODEL_SHAPE, "server_env": env,
+        "server_argv": {"flat": argvs[flat_name], "cascade": argvs["cascade"]},
+    }]
+
+
+if __name__ == "__main__":  # quick manual run: python benchmarks/cascade/e2e_bench.py
+    print(json.dumps(run_e2e_bench(reps=1), indent=1))

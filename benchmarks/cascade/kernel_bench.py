@@ -1,0 +1,136 @@
+"""(a) Decode attention alone, flat vs cascade, one layer of one decode step.
+
+Per configuration (prefix P, branches n, suffix S), one fork group of n requests:
+
+* ``cascade_s``  - our cascade: the prefix once for all n queries + each suffix + LSE merge;
+* ``flat_s``     - the same kernels run flat: each request over its whole P + S KV (so the ratio
+  isolates what sharing the prefix saves, not a difference between implementations);
+* ``torch_native_s`` (CPU only) - SGLang's own torch_native decode attention on the same KV,
+  i.e. what SGLang runs on a CPU today.
+
+Times on CPU are the CPU time of the one compute thread (torch uses 1 thread): on a machine
+shared with other jobs that is what a step costs a core; wall-clock times are recorded beside.
+
+KV bytes are what each algorithm reads from the KV pool (from the work lists: tokens x KV heads
+x head dim x 2 (K and V) x bytes per element), not a hardware counter. The bound is
+n(P+S) / (P+nS), the KV-read ratio.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from sglang_pr.kernels import CascadeDecode
+from sglang_pr.kernels.testing import ForkScenario, make_scenario
+
+GRID_P = (512, 2048, 8192)
+GRID_N = (4, 16, 64)
+GRID_S = (32, 256)
+
+
+def _timer(device: str):
+    """``fn -> (wall seconds, compute seconds)``.
+
+    CPU: compute = CPU time of this thread (``time.thread_time``; torch runs on 1 thread here),
+    i.e. what the step costs a core, unaffected by waiting for a core on a shared machine.
+    CUDA: both are CUDA-event time.
+    """
+    if device == "cuda":
+        def run(fn) -> tuple[float, float]:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return (start.elapsed_time(end) / 1e3,) * 2
+    else:
+        def run(fn) -> tuple[float, float]:
+            w0, c0 = time.perf_counter(), time.thread_time()
+            fn()
+            return time.perf_counter() - w0, time.thread_time() - c0
+    return run
+
+
+def _torch_native_fn(sc: ForkScenario):
+    """SGLang's torch_native decode over the scenario's requests (CPU baseline)."""
+    from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+
+    B = len(sc.req_slots)
+    width = max(s.numel() for s in sc.req_slots)
+    req_to_token = torch.zeros((B, width), dtype=torch.int32)
+    for b, s in enumerate(sc.req_slots):
+        req_to_token[b, : s.numel()] = s.to(torch.int32)
+    seq_lens = torch.tensor([s.numel() for s in sc.req_slots])
+    out = torch.empty_like(sc.q)
+    # The method only reads its arguments (no backend state), so no model runner is needed.
+    run = TorchNativeAttnBackend._run_sdpa_forward_decode
+
+    def fn():
+        run(None, sc.q, out, sc.k_cache, sc.v_cache, req_to_token, torch.arange(B), seq_lens,
+            None, scaling=sc.scale, enable_gqa=sc.q.shape[1] != sc.k_cache.shape[1])
+        return out
+
+    return fn
+
+
+def bench_one(P, n, S, heads, device, impl, reps, with_torch_native) -> dict:
+    hq, hkv, d = heads
+    sc = make_scenario(1, n, P, S, hq, hkv, d, page_size=1, device=device, seed=P + n + S,
+                       vary_suffix=False)
+    gqa = hq // hkv
+    casc = CascadeDecode(sc.levels(), hkv, gqa, impl)
+    flat = CascadeDecode([sc.flat()], hkv, gqa, impl)
+    fns = {
+        "cascade_s": lambda: casc.run(sc.q, sc.k_cache, sc.v_cache, sc.scale),
+        "flat_s": lambda: flat.run(sc.q, sc.k_cache, sc.v_cache, sc.scale),
+    }
+    if with_torch_native:
+        fns["torch_native_s"] = _torch_native_fn(sc)
+    outs = {k: f() for k, f in fns.items()}  # warm-up, and the outputs for the exactness check
+    timer = _timer(device)
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
+    for _ in range(reps):  # interleaved, so load changes hit every variant alike
+        for k, f in fns.items():
+            times[k].append(timer(f))
+    ref = outs["flat_s"][0].double()
+    max_diff = (outs["cascade_s"][0].double() - ref).abs().max().item()
+    elem = sc.k_cache.element_size() * hkv * d * 2  # bytes per KV token (K and V)
+    row = {"device": device, "P": P, "n": n, "S": S, "impl": casc.impl}
+    for k, ts in times.items():
+        # Best of reps: the least disturbed by other processes. "<x>_s" is compute time (see
+        # _timer); "<x>_wall_s" is wall-clock time, which on a shared CPU includes waiting.
+        row[k] = min(c for _, c in ts)
+        row[k.replace("_s", "_median_s")] = statistics.median(c for _, c in ts)
+        row[k.replace("_s", "_wall_s")] = min(w for w, _ in ts)
+    bound = n * (P + S) / (P + n * S)
+    row.update(
+        bound=bound,
+        speedup=row["flat_s"] / row["cascade_s"],
+        fraction_of_bound=row["flat_s"] / row["cascade_s"] / bound,
+        kv_bytes_flat=sum(lv.kv_tokens_read() for lv in [sc.flat()]) * elem,
+        kv_bytes_cascade=sum(lv.kv_tokens_read() for lv in sc.levels()) * elem,
+        max_abs_diff_vs_flat=max_diff,
+    )
+    if with_torch_native:
+        row["speedup_vs_torch_native"] = row["torch_native_s"] / row["cascade_s"]
+    return row
+
+
+def run_kernel_bench(device="cpu", impl="auto", heads=(32, 8, 128), reps=3, grid=None,
+                     with_torch_native=None, log=print) -> list[dict]:
+    """Every (P, n, S) of the grid; returns the JSON rows."""
+    grid = grid or [(P, n, S) for P in GRID_P for n in GRID_N for S in GRID_S]
+    if with_torch_native is None:
+        with_torch_native = device == "cpu"
+    rows = []
+    for P, n, S in grid:
+        row = bench_one(P, n, S, heads, device, impl, reps, with_torch_native)
+        rows.append(row)
+        tn = f" torch_native {row['torch_native_s'] * 1e3:8.1f} ms" if with_torch_native else ""
+        log(f"P={P:5d} n={n:2d} S={S:3d}  flat {row['flat_s'] * 1e3:8.1f} ms  cascade "
+            f"{row['cascade_s'] * 1e3:7.1f} ms  x{row['speedup']:.2f} of bound {row['bound']:.2f}"
+            f" ({row['fraction_of_bound']:.0%}){tn}")
+    return rows

@@ -1,0 +1,162 @@
+"""CPU path: vectorised pure-torch kernels (float32 softmax, natural-log LSE).
+
+``TorchAttentionLSE`` follows FlashInfer's plan/run split: ``__init__`` does the index work once
+per batch (slicing the work list per item; chunk contiguity is found on first use and kept),
+``run`` is called once per layer and only reads KV and multiplies.
+
+* every item is done chunk by chunk along its keys (``_KV_CHUNK`` keys per chunk): a run of
+  consecutive slots is read as a slice of the pool, anything else gathered with
+  ``index_select`` into a small buffer that stays in cache for both matmuls;
+* a multi-row item (a fork group at the prefix level) multiplies each chunk against all
+  ``n * G`` query rows of the group (G = GQA ratio) in one batched matmul per KV head - this is
+  where cascade saves memory traffic: the prefix is read once for the whole group.
+
+Why one-row items (suffixes) are not padded into one big batched matmul: measured on CPU, the
+large padded gather (fresh multi-MB buffers every layer) and the strided 4-D matmuls cost 2-6x
+more than a loop of small per-item ops, even for 8-token suffixes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .layout import WorkList
+
+# Items are processed in chunks of at most _KV_CHUNK keys and _LOGITS_BUDGET logits: the chunk's
+# K/V and logits stay in cache between the gather and both matmuls (on a 2-core x86 box, 256-512
+# keys per chunk ran ~1.5x faster than one whole-prefix pass).
+_KV_CHUNK = 512
+_LOGITS_BUDGET = 1 << 22
+
+
+def merge_state(
+    v_a: torch.Tensor, s_a: torch.Tensor, v_b: torch.Tensor, s_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact merge of two attention states over disjoint key sets (natural-log LSE).
+
+    Args:
+        v_a, v_b: ``[..., D]`` partial outputs.  s_a, s_b: ``[...]`` float32 LSEs, natural log;
+            ``-inf`` = empty key set (weight 0).
+    Returns:
+        ``(v [..., D] float32, s [...] float32)``; both sets empty gives ``(0, -inf)``.
+    """
+    s_max = torch.maximum(s_a, s_b)
+    # Subtract the max first so neither exponent overflows; keep -inf rows finite here.
+    shift = torch.where(torch.isinf(s_max), torch.zeros_like(s_max), s_max)
+    w_a, w_b = torch.exp(s_a - shift), torch.exp(s_b - shift)
+    denom = w_a + w_b
+    inv = torch.where(denom > 0, 1.0 / denom, torch.zeros_like(denom))
+    v = (v_a.float() * (w_a * inv)[..., None]) + (v_b.float() * (w_b * inv)[..., None])
+    return v, shift + torch.log(denom)
+
+
+def merge_states(v: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge ``S`` states at once. v: ``[S, ..., D]``, s: ``[S, ...]`` (natural log)."""
+    s_max = s.max(dim=0).values
+    shift = torch.where(torch.isinf(s_max), torch.zeros_like(s_max), s_max)
+    w = torch.exp(s - shift)  # [S, ...]
+    denom = w.sum(dim=0)
+    inv = torch.where(denom > 0, 1.0 / denom, torch.zeros_like(denom))
+    out = (v.float() * w[..., None]).sum(dim=0) * inv[..., None]
+    return out, shift + torch.log(denom)
+
+
+@dataclass
+class _ChunkedItem:
+    """An item done chunk by chunk along its keys (multi-row, or one row with many keys)."""
+
+    rows: torch.Tensor  # [n] int64
+    slots: torch.Tensor  # [L] int64
+    _chunks: dict = field(default_factory=dict)  # chunk size -> list of chunks
+
+    def chunks(self, size: int) -> list[tuple[int, int] | torch.Tensor]:
+        """The slots in chunks of ``size``: ``(lo, hi)`` for a run of consecutive slots (read
+        as a slice of the pool, no copy - SGLang's allocator hands a prompt mostly consecutive
+        slots), else the slot tensor (gathered)."""
+        if size not in self._chunks:
+            steps = self.slots[1:] - self.slots[:-1] == 1  # [L - 1]
+            out: list[tuple[int, int] | torch.Tensor] = []
+            for c0 in range(0, self.slots.numel(), size):
+                sl = self.slots[c0 : c0 + size]
+                if bool(steps[c0 : c0 + sl.numel() - 1].all()):
+                    out.append((int(sl[0]), int(sl[0]) + sl.numel()))
+                else:
+                    out.append(sl)
+            self._chunks[size] = out
+        return self._chunks[size]
+
+
+class TorchAttentionLSE:
+    """Attention with LSE over a :class:`WorkList` on CPU (or any torch device).
+
+    Rows no item covers come back as ``o = 0``, ``lse = -inf``.
+    """
+
+    def __init__(self, work: WorkList):
+        self.work = work
+        qo_ptr, kv_ptr = work.qo_indptr.tolist(), work.kv_indptr.tolist()
+        rows_all, slots_all = work.qo_rows.long(), work.kv_indices.long()
+        self.chunked: list[_ChunkedItem] = []
+        for w in range(work.num_items):
+            rows = rows_all[qo_ptr[w] : qo_ptr[w + 1]]
+            slots = slots_all[kv_ptr[w] : kv_ptr[w + 1]]
+            if rows.numel() == 0 or slots.numel() == 0:
+                continue
+            self.chunked.append(_ChunkedItem(rows, slots))
+
+    def run(
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer. q ``[B, Hq, D]``, caches ``[slots, Hkv, D|Dv]``.
+
+        Returns ``o [B, Hq, Dv]`` float32 and ``lse [B, Hq]`` float32 (natural log).
+        """
+        B, Hq, _ = q.shape
+        o = q.new_zeros((B, Hq, v_cache.shape[-1]), dtype=torch.float32)
+        lse = q.new_full((B, Hq), float("-inf"), dtype=torch.float32)
+        qs = q.float() * scale  # scale the few queries, not the many logits
+        for it in self.chunked:
+            o_i, s_i = _chunked_attn(qs[it.rows], k_cache, v_cache, it)
+            o[it.rows], lse[it.rows] = o_i, s_i
+        return o, lse
+
+
+def _chunked_attn(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, it: "_ChunkedItem"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ``n`` query rows of one item over its ``L`` keys: online softmax over KV chunks.
+
+    q ``[n, Hq, D]`` float32 (pre-scaled); caches ``[slots, Hkv, D|Dv]``.
+    Returns ``o [n, Hq, Dv]``, ``lse [n, Hq]`` (float32, natural log).
+
+    Why chunks: a chunk's gathered K/V (``_KV_CHUNK`` tokens) is still in cache when the two
+    matmuls read it, so each prefix token comes from memory once per layer - the point of cascade.
+    """
+    n, Hq, D = q.shape
+    Hkv, Dv = v_cache.shape[1], v_cache.shape[2]
+    G = Hq // Hkv
+    # Row r of the per-KV-head matrix is (member r // G, query head kvh * G + r % G).
+    qh = q.view(n, Hkv, G, D).permute(1, 0, 2, 3).reshape(Hkv, n * G, D)
+    chunk = max(64, min(_KV_CHUNK, _LOGITS_BUDGET // max(1, Hkv * n * G)))
+    m = l = acc = None
+    for ch in it.chunks(chunk):
+        if isinstance(ch, tuple):  # consecutive slots: read the pool in place
+            kc, vc = k_cache[ch[0] : ch[1]], v_cache[ch[0] : ch[1]]
+        else:
+            kc, vc = k_cache.index_select(0, ch), v_cache.index_select(0, ch)
+        logits = torch.bmm(qh, kc.to(torch.float32).permute(1, 2, 0))  # [Hkv, nG, c]
+        m_new = logits.amax(dim=-1) if m is None else torch.maximum(m, logits.amax(dim=-1))
+        p = logits.sub_(m_new[..., None]).exp_()  # in place: one exp per logit
+        pv = torch.bmm(p, vc.to(torch.float32).permute(1, 0, 2))  # [Hkv, nG, Dv]
+        if acc is None:
+            acc, l = pv, p.sum(dim=-1)
+        else:
+            alpha = torch.exp(m - m_new)  # rescale what was accumulated under the old max
+            acc = acc.mul_(alpha[..., None]).add_(pv)
+            l = l.mul_(alpha).add_(p.sum(dim=-1))
+        m = m_new
+    o = (acc / l[..., None]).view(Hkv, n, G, Dv).permute(1, 0, 2, 3).reshape(n, Hq, Dv)
+    lse = (m + torch.log(l)).view(Hkv, n, G).permute(1, 0, 2).reshape(n, Hq)
+    return o, lse
