@@ -19,7 +19,7 @@ from sglang_pr.cascade.policy import cascade_server_flags, should_use_cascade
 from sglang_pr.cli import CliError
 from sglang_pr.cpu_platform import has_accelerator
 from sglang_pr.model import SHIPPED_MODEL_DIR
-from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS, cpu_dtype_for
+from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS, cpu_dtype_for, cpu_torch_threads
 
 SGLANG_DEFAULT_HOST, SGLANG_DEFAULT_PORT = "127.0.0.1", 30000
 
@@ -132,6 +132,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     argv = build_server_argv(extra)
     validate_with_sglang(argv)
     check_port_free(argv)
+    if not has_accelerator():
+        # Read when the scheduler subprocess starts its OpenMP runtime; the user's value wins.
+        os.environ.setdefault("OMP_NUM_THREADS", str(cpu_torch_threads()))
     print("sglang-pr serve: sglang.launch_server " + " ".join(argv), file=sys.stderr, flush=True)
     # Same steps as `python -m sglang.launch_server`, in this process.
     from sglang.launch_server import run_server

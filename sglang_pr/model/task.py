@@ -1,14 +1,21 @@
 """The shipped model's task: multi-step modular arithmetic, answered by a chain of steps.
 
-A question is a start value and 2..8 operations; the model writes one line per operation,
-then the answer in a fixed format. Worked example (``Problem(17, (("*", 6), ("+", 9)))``)::
+A question is a start value and 2..8 labelled operations; the model writes one line per
+operation, then the answer in a fixed format. Worked example
+(``Problem(17, (("*", 6), ("+", 9)))``)::
 
-    prompt:      "Q: 17 *6 +9\\nA:\\n"
-    completion:  "17*6=102>2\\n2+9=11\\n#### 11"
+    prompt:      "Q: 17 a*6 b+9\\nA:\\n"
+    completion:  "a:17*6=102>2\\nb:2+9=11\\n#### 11"
 
 Values live in 0..99: a result outside that range is written, then reduced (``102>2``), so the
 modular step is visible to the model. Difficulty grows with the number of steps, so per-question
 accuracy varies, which self-consistency, confidence filtering and drafting all need.
+
+Why labels: step k must apply the k-th operation. Unlabelled, a tiny model has to count
+operations in the prompt, learns that slowly and then skips or repeats steps; with a label it
+is a content lookup ("b" -> "+9") that it learns early, so the model's remaining errors are
+arithmetic slips that vary between samples (what majority voting can fix). Label, left operand
+(the previous result), operator and operand are all copies: drafting heads can predict them.
 
 Train and held-out questions are disjoint by construction: a question's split is a hash of its
 text, so no generator seed can leak a held-out question into training.
@@ -26,6 +33,7 @@ MODULUS = 100
 MIN_STEPS, MAX_STEPS = 2, 8
 OPS = ("+", "-", "*")
 ANSWER_PREFIX = "#### "
+LABELS = "abcdefgh"  # one per operation, MAX_STEPS of them
 HELDOUT_EVERY = 16  # one question in 16 (by hash) belongs to the held-out split
 _ANSWER_RE = re.compile(r"####\s*(-?\d+)")
 
@@ -39,7 +47,7 @@ class Problem:
 
     @property
     def prompt(self) -> str:
-        body = " ".join([str(self.start)] + [f"{op}{d}" for op, d in self.ops])
+        body = " ".join([str(self.start)] + [f"{lab}{op}{d}" for lab, (op, d) in zip(LABELS, self.ops)])
         return f"Q: {body}\nA:\n"
 
     @property
@@ -59,8 +67,8 @@ class Problem:
     @property
     def completion(self) -> str:
         lines = []
-        for lhs, op, d, raw, red in self.steps:
-            lines.append(f"{lhs}{op}{d}={raw}" + (f">{red}" if raw != red else ""))
+        for lab, (lhs, op, d, raw, red) in zip(LABELS, self.steps):
+            lines.append(f"{lab}:{lhs}{op}{d}={raw}" + (f">{red}" if raw != red else ""))
         return "\n".join(lines) + f"\n{ANSWER_PREFIX}{self.answer}"
 
     @property
@@ -108,8 +116,10 @@ def is_correct(text: str, problem: Problem) -> bool:
 
 def parse_prompt(prompt: str) -> Problem:
     """Inverse of ``Problem.prompt`` (used to score traces that only carry their prompt)."""
-    m = re.fullmatch(r"Q: (\d+)((?: [+\-*]\d)+)\nA:\n", prompt)
+    m = re.fullmatch(r"Q: (\d+)((?: [a-h][+\-*]\d)+)\nA:\n", prompt)
     if m is None:
         raise ValueError(f"not a task prompt: {prompt!r}")
-    ops = tuple((tok[0], int(tok[1:])) for tok in m.group(2).split())
-    return Problem(int(m.group(1)), ops)
+    toks = m.group(2).split()
+    if "".join(t[0] for t in toks) != LABELS[: len(toks)] or not MIN_STEPS <= len(toks) <= MAX_STEPS:
+        raise ValueError(f"operations must be labelled a, b, c, ... ({MIN_STEPS}..{MAX_STEPS}): {prompt!r}")
+    return Problem(int(m.group(1)), tuple((t[1], int(t[2:])) for t in toks))

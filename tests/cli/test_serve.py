@@ -100,3 +100,11 @@ def test_help_lists_sglang_flags():
     res = _serve("--help")
     assert res.returncode == 0
     assert "--attention-backend" in res.stdout and "--model-path" in res.stdout
+
+
+def test_cpu_torch_threads_leave_a_core_for_the_other_processes():
+    from sglang_pr.runtime_defaults import cpu_torch_threads
+
+    assert cpu_torch_threads(2) == 1
+    assert cpu_torch_threads(1) == 1
+    assert cpu_torch_threads(16) == 15
