@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
@@ -20,10 +21,20 @@ logger = logging.getLogger(__name__)
 # Subsystem modules, registered in this order (one line each).
 SUBSYSTEMS: tuple[str, ...] = (
     "sglang_pr.server.kv_accounting",
+    "sglang_pr.cascade",
 )
 
 # Feature names registered in this process; /sglang_pr/info reports the main process's list.
 FEATURES: list[str] = []
+
+
+ENTRY_POINT_NAME = "sglang_pr"  # the name in pyproject's [project.entry-points."sglang.srt.plugins"]
+
+
+def plugin_enabled() -> bool:
+    """Whether SGLang will load this plugin: SGLANG_PLUGINS unset, or naming it (SGLang's rule)."""
+    allowed = os.environ.get("SGLANG_PLUGINS", "")
+    return not allowed or ENTRY_POINT_NAME in {x.strip() for x in allowed.split(",")}
 
 
 def _install_http_routes(*args, **kwargs) -> None:

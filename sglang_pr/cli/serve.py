@@ -19,6 +19,7 @@ from sglang_pr.cascade.policy import cascade_server_flags, should_use_cascade
 from sglang_pr.cli import CliError
 from sglang_pr.cpu_platform import has_accelerator
 from sglang_pr.model import SHIPPED_MODEL_DIR
+from sglang_pr.plugin import plugin_enabled
 from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS, cpu_dtype_for, cpu_torch_threads
 
 SGLANG_DEFAULT_HOST, SGLANG_DEFAULT_PORT = "127.0.0.1", 30000
@@ -61,7 +62,7 @@ def build_server_argv(argv: list[str], gpu: bool | None = None) -> list[str]:
         model_path = str(SHIPPED_MODEL_DIR)
         out += ["--model-path", model_path]
     check_model_path(model_path)
-    if should_use_cascade(out, has_accelerator=gpu):
+    if plugin_enabled() and should_use_cascade(out, has_accelerator=gpu):
         out += cascade_server_flags(gpu)
     if gpu:
         return out

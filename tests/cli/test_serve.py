@@ -24,6 +24,12 @@ def test_gpu_machine_gets_no_cpu_defaults():
     assert build_server_argv(user, gpu=True) == user
 
 
+def test_no_cascade_when_sglang_plugins_switches_the_plugin_off(monkeypatch):
+    monkeypatch.setenv("SGLANG_PLUGINS", "sglang_pr_cpu")
+    argv = build_server_argv([], gpu=False)
+    assert flag_value(argv, "--attention-backend") == CPU_SERVER_FLAGS["--attention-backend"]
+
+
 def test_cpu_machine_gets_cascade_unless_user_chose():
     argv = build_server_argv([], gpu=False)
     assert flag_value(argv, "--attention-backend") == "cascade"
