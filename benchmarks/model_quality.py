@@ -17,13 +17,8 @@ greedy agreement) and model_quality.png (accuracy by number of steps).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import shlex
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,6 +28,7 @@ import requests
 import torch
 from tqdm import tqdm
 
+from sglang_pr.benchmark_meta import run_metadata
 from sglang_pr.model import SHIPPED_MODEL_DIR, evaluate, task, tokenizer
 from sglang_pr.model.evaluate import Trace
 from sglang_pr.server.launcher import launch
@@ -69,26 +65,6 @@ def free_port_in_range() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {PORTS.start}..{PORTS.stop - 1}")
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-        info["load_avg_at_start"] = os.getloadavg()
-    except (OSError, StopIteration):
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def versions() -> dict:
-    import sglang
-    import transformers
-
-    return {"sglang": sglang.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def post_generate(base_url: str, payload: dict, timeout_s: float) -> list[dict]:
@@ -208,10 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = BenchConfig(n_questions=args.n_questions, samples=args.samples, concurrency=args.concurrency)
     torch.set_num_threads(2)
     meta = {
-        "machine": machine(),
-        "versions": versions(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        **run_metadata(),
         "model": str(args.model),
         "config": asdict(cfg),
         "bar": {"pass_at_1": [0.30, 0.75], "majority_minus_pass_at_1": 0.08, "mean_trace_tokens": 40, "max_trace_tokens": 160},

@@ -14,11 +14,7 @@ Writes ``benchmarks/results/cascade.json`` (schema of issue 6 plus extra fields 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import shlex
 import sys
 from pathlib import Path
 
@@ -28,32 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e_bench import run_e2e_bench  # noqa: E402
 from kernel_bench import run_kernel_bench  # noqa: E402
 
+from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        info["load_avg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def versions() -> dict:
-    import sglang
-    import triton
-    import transformers
-
-    return {"sglang": sglang.__version__, "torch": torch.__version__,
-            "triton": triton.__version__, "transformers": transformers.__version__}
 
 
 def targets(kernel: list[dict], e2e: list[dict], device: str) -> dict:
@@ -133,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(data, indent=1) + "\n")
         plot(data, out.with_suffix(".png"))
         return 0
-    meta = {"machine": machine(), "versions": versions(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python " + " ".join(map(shlex.quote, sys.argv))}
+    meta = run_metadata()
     if args.part in ("all", "kernel"):
         data["kernel"] = run_kernel_bench(device=args.device, reps=args.reps)
         data["kernel_meta"] = {**meta, "heads": {"q": 32, "kv": 8, "dim": 128},

@@ -94,6 +94,9 @@ def check_port_free(argv: list[str]) -> None:
     except ValueError:
         raise CliError(f"--port {port_text}: not an integer") from None
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Bind as uvicorn will (SO_REUSEADDR): a port whose old connections sit in TIME_WAIT is
+        # free for SGLang, a port with a listener is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:

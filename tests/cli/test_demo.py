@@ -45,4 +45,7 @@ def test_demo_starts_and_stops_its_own_server():
     # The server's port is free again: the demo stopped it.
     import socket
     with socket.socket() as s:
+        # SO_REUSEADDR: the server's closed connections may sit in TIME_WAIT; a listener would
+        # still make bind fail.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", int(pid_line.group(1))))
