@@ -35,8 +35,10 @@ def versions() -> dict:
     import sglang
     import transformers
 
-    out = {"sglang": sglang.__version__, "torch": torch.__version__,
-           "transformers": transformers.__version__}
+    import sglang_pr
+
+    out = {"sglang": sglang.__version__, "sglang_pr": sglang_pr.__version__,
+           "torch": torch.__version__, "transformers": transformers.__version__}
     try:
         import triton
 

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 SUBSYSTEMS: tuple[str, ...] = (
     "sglang_pr.server.kv_accounting",
     "sglang_pr.cascade",
+    "sglang_pr.deepconf.plugin",
+    "sglang_pr.medusa.registration",
 )
 
 # Feature names registered in this process; /sglang_pr/info reports the main process's list.

@@ -3,7 +3,9 @@
 Starts ``sglang-pr serve`` on the shipped model (or uses ``--url``), runs an SGLang frontend
 program that forks each held-out question into N branches that share the prompt's KV in the
 radix cache, majority-votes their answers, prints single-sample and voted accuracy and the
-tokens generated, and stops the server.
+tokens generated, then runs self-consistency and DeepConf-low side by side on the same questions
+(in-server fork groups, ``--budget`` traces each; ``--no-deepconf`` skips this part), and stops
+the server.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--url", default=None, help="use a running server instead of starting one")
     p.add_argument("--model-path", default=None, help="model to serve (default: shipped model)")
     p.add_argument("--port", type=int, default=None, help="port for the started server")
+    p.add_argument("--deepconf", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run self-consistency vs DeepConf-low side by side (default on)")
+    p.add_argument("--budget", type=int, default=32,
+                   help="traces per question for the side-by-side (default 32)")
     p.set_defaults(func=run)
 
 
@@ -87,7 +93,7 @@ def summarize(results: list[QuestionResult]) -> dict[str, float]:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    for name in ("n", "questions", "max_new_tokens"):
+    for name in ("n", "questions", "max_new_tokens", "budget"):
         if getattr(args, name) <= 0:
             raise CliError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.temperature < 0:
@@ -118,4 +124,21 @@ def _run_and_report(args: argparse.Namespace, url: str, problems: list[task.Prob
     print(f"  majority-vote accuracy : {s['vote_accuracy']:.3f}")
     print(f"  tokens generated       : {s['generated_tokens']}")
     print(f"  wall time              : {wall_s:.1f} s")
+    if args.deepconf:
+        _side_by_side(args, url, len(problems))
     return 0
+
+
+def _side_by_side(args: argparse.Namespace, url: str, n_questions: int) -> None:
+    """Self-consistency vs DeepConf-low, same questions, same server (sglang_pr.deepconf.demo)."""
+    from sglang_pr.deepconf import demo as deepconf_demo
+
+    print(f"\nself-consistency vs DeepConf-low, {n_questions} questions, budget {args.budget} "
+          "traces (in-server fork groups) ...", flush=True)
+    try:
+        rows = deepconf_demo.side_by_side(
+            url, n_questions=n_questions, budget=args.budget,
+            sampling={"temperature": args.temperature, "max_new_tokens": args.max_new_tokens})
+    except (RuntimeError, OSError) as e:  # e.g. a --url server without the DeepConf plugin
+        raise CliError(f"DeepConf side-by-side failed: {e}") from None
+    print(deepconf_demo.format_table(rows))

@@ -145,7 +145,16 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from sglang.srt.server_args import prepare_server_args
     from sglang.srt.utils import kill_process_tree
 
-    server_args = prepare_server_args(argv)
+    try:
+        server_args = prepare_server_args(argv)
+        # run_server resolves the arguments first thing; doing it here turns a bad combination
+        # (SGLang's checks, or a plugin's, e.g. Medusa heads that don't fit the model) into a
+        # one-line error instead of a stack. resolve_once() is a no-op the second time. gRPC
+        # mode seeds a field before resolving (launch_server.run_server), so leave it be.
+        if not (getattr(server_args, "grpc_mode", False) or getattr(server_args, "smg_grpc_mode", False)):
+            server_args.resolve_once()
+    except ValueError as e:
+        raise CliError(str(e)) from None
     try:
         run_server(server_args)
     finally:

@@ -14,7 +14,9 @@ from fastapi import APIRouter
 import sglang_pr
 
 # Modules exposing `router` (fastapi.APIRouter) and optionally `info() -> dict`.
-ROUTER_MODULES: tuple[str, ...] = ()
+ROUTER_MODULES: tuple[str, ...] = (
+    "sglang_pr.deepconf.routes",
+)
 
 router = APIRouter()
 

@@ -27,19 +27,25 @@ def test_demo_against_running_server(base_url, capsys):
     assert re.search(r"single-sample accuracy : \d\.\d{3}", out)
     tokens = int(re.search(r"tokens generated\s+: (\d+)", out).group(1))
     assert 3 * 4 <= tokens <= 3 * 4 * 160
+    # self-consistency and DeepConf-low side by side: one table row each, same budget
+    rows = {m.group(1): m.group(2) for m in
+            re.finditer(r"^(sc|deepconf_low)\s+(\d+)\s+\d\.\d{3}\s+\d+", out, re.M)}
+    assert rows == {"sc": "32", "deepconf_low": "32"}, out
 
 
 def test_demo_rejects_bad_input():
     assert main(["demo", "--n", "0"]) == 2
+    assert main(["demo", "--budget", "0"]) == 2
     assert main(["demo", "--questions", "-1"]) == 2
 
 
 def test_demo_starts_and_stops_its_own_server():
     res = subprocess.run([sys.executable, "-P", "-m", "sglang_pr.cli", "demo", "--questions", "2",
-                          "--n", "2", "--max-new-tokens", "48"],
+                          "--n", "2", "--max-new-tokens", "48", "--budget", "4"],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "majority-vote accuracy" in res.stdout
+    assert re.search(r"^deepconf_low\s+4\s", res.stdout, re.M), res.stdout
     pid_line = re.search(r"server up at http://127.0.0.1:(\d+)", res.stdout)
     assert pid_line, res.stdout
     # The server's port is free again: the demo stopped it.

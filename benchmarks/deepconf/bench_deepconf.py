@@ -1,0 +1,190 @@
+"""DeepConf benchmark: self-consistency vs DeepConf-low/-high online, side by side in one run.
+
+    python benchmarks/deepconf/bench_deepconf.py                       # start a server, both parts
+    python benchmarks/deepconf/bench_deepconf.py --url http://127.0.0.1:30000 --part groups
+    python benchmarks/deepconf/bench_deepconf.py --questions 100 --budgets 32 64
+
+Part ``groups``: held-out questions of the shipped model through one server, every method and
+budget per question before the next question (load on the machine hits all alike). Reports
+accuracy, generated tokens, wall time (client-side, summed over questions) and traces per
+question. Part ``overhead``: confidence tracking vs decode step time at batch 32
+(:mod:`overhead_bench`).
+
+Writes ``benchmarks/results/deepconf.json`` (``{"runs": [{"method", "budget", "accuracy",
+"generated_tokens", "wall_s", "n_questions", ...}], "targets": ..., "overhead": ...}`` plus
+machine, versions, date, command) and ``benchmarks/results/deepconf.png`` (accuracy vs tokens).
+Targets at the largest budget: DeepConf-low <= 50 % of SC's tokens, <= 60 % of its wall time,
+accuracy >= SC - 0.01; tracking overhead <= 3 % of the decode step at batch 32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead_bench import run_overhead  # noqa: E402
+
+from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
+from sglang_pr.deepconf.demo import DEFAULT_SAMPLING, run_group  # noqa: E402
+from sglang_pr.model import task  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+METHODS = ("sc", "deepconf_low", "deepconf_high")
+
+
+def server_description(url: str, started_here: bool) -> dict:
+    """Which server the numbers come from (a --url server was started by hand)."""
+    import requests
+
+    info = requests.get(url + "/server_info", timeout=30).json()
+    keys = ("model_path", "attention_backend", "device", "max_running_requests",
+            "disable_overlap_schedule", "disable_radix_cache")
+    return {"started_by_benchmark": started_here, **{k: info.get(k) for k in keys}}
+
+
+def run_groups(url: str, args) -> tuple[list[dict], list[dict]]:
+    problems = task.heldout_set(args.questions)
+    sampling = {**DEFAULT_SAMPLING, "max_new_tokens": args.max_new_tokens,
+                "temperature": args.temperature, "top_p": args.top_p}
+    keys = [(m, n) for n in args.budgets for m in args.methods]
+    agg = {k: {"method": k[0], "budget": k[1], "n_questions": 0, "correct": 0,
+               "generated_tokens": 0, "wall_s": 0.0, "server_wall_s": 0.0, "traces": 0,
+               "stopped_early": 0, "aborted": 0, "consensus": 0} for k in keys}
+    per_question = []
+    for qi, p in enumerate(problems):
+        row = {"prompt": p.prompt, "answer": p.answer, "results": {}}
+        for m, n in keys:
+            cfg = {"method": m, "budget": n, "window": args.window, "width": args.width or n,
+                   "n_init": min(args.n_init, n), **(args.deepconf_extra if m != "sc" else {})}
+            d, elapsed = run_group(url, p.prompt, cfg, sampling)
+            t, a = d["totals"], agg[(m, n)]
+            a["n_questions"] += 1
+            a["correct"] += d["answer"] == str(p.answer)
+            a["generated_tokens"] += t["generated_tokens"]
+            a["wall_s"] += elapsed
+            a["server_wall_s"] += t["wall_s"]
+            a["traces"] += t["traces_started"]
+            a["stopped_early"] += t["stopped_early"]
+            a["aborted"] += t["aborted"]
+            a["consensus"] += bool(t["consensus_reached"])
+            row["results"][f"{m}@{n}"] = {"answer": d["answer"], "tokens": t["generated_tokens"],
+                                          "traces": t["traces_started"], "wall_s": elapsed,
+                                          "threshold": d["threshold"]}
+        per_question.append(row)
+        print(f"[{qi + 1}/{len(problems)}] " + "  ".join(
+            f"{m}@{n}: {a['correct']}/{a['n_questions']} {a['generated_tokens']}t"
+            for (m, n), a in agg.items()), flush=True)
+    runs = []
+    for a in agg.values():
+        q = max(1, a["n_questions"])
+        runs.append({**a, "accuracy": a["correct"] / q, "traces_per_question": a["traces"] / q,
+                     "tokens_per_question": a["generated_tokens"] / q})
+    return runs, per_question
+
+
+def targets(runs: list[dict]) -> dict:
+    top = max(r["budget"] for r in runs)
+    by = {r["method"]: r for r in runs if r["budget"] == top}
+    sc, low = by.get("sc"), by.get("deepconf_low")
+    if not (sc and low):
+        return {}
+    out = {"budget": top,
+           "low_tokens_vs_sc": low["generated_tokens"] / sc["generated_tokens"],
+           "low_wall_vs_sc": low["wall_s"] / sc["wall_s"],
+           "low_accuracy_minus_sc": low["accuracy"] - sc["accuracy"]}
+    out.update(tokens_met=out["low_tokens_vs_sc"] <= 0.50, wall_met=out["low_wall_vs_sc"] <= 0.60,
+               accuracy_met=out["low_accuracy_minus_sc"] >= -0.01)
+    return out
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    style = {"sc": ("o", "tab:gray"), "deepconf_low": ("s", "tab:blue"),
+             "deepconf_high": ("^", "tab:orange")}
+    for m in METHODS:
+        pts = sorted((r["generated_tokens"], r["accuracy"], r["budget"]) for r in runs
+                     if r["method"] == m)
+        if not pts:
+            continue
+        marker, color = style[m]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=m)
+        for x, y, n in pts:
+            ax.annotate(f"N={n}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("generated tokens (all questions, all branches)")
+    ax.set_ylabel("accuracy (voted answer)")
+    ax.set_title("Self-consistency vs DeepConf (online, in-server)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="use a running server (else one is started)")
+    ap.add_argument("--model-path", default=None, help="model to serve (default: shipped)")
+    ap.add_argument("--part", choices=("all", "groups", "overhead"), default="all")
+    ap.add_argument("--questions", type=int, default=100)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--window", type=int, default=16,
+                    help="group window; 16 tokens ~ one step line of the shipped task")
+    ap.add_argument("--n-init", type=int, default=16)
+    ap.add_argument("--width", type=int, default=0, help="concurrent branches (0: = budget)")
+    ap.add_argument("--max-new-tokens", type=int, default=128,
+                    help="just above the longest correct trace of the shipped task (100 tokens)")
+    ap.add_argument("--temperature", type=float, default=0.6)
+    ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--overhead-steps", type=int, default=64)
+    ap.add_argument("--deepconf-extra", type=json.loads, default={},
+                    help='extra DeepConfConfig fields for the DeepConf methods, as JSON')
+    ap.add_argument("--out", default=str(RESULTS / "deepconf.json"))
+    args = ap.parse_args(argv)
+    out_path = Path(args.out)
+    data = json.loads(out_path.read_text()) if out_path.exists() else {}
+    data.update(run_metadata())
+    server = None
+    url = args.url
+    if url is None:
+        from sglang_pr.server.launcher import launch
+
+        # One OpenMP thread: on a shared CPU, spinning OpenMP workers of several processes
+        # slow a decode step by 10x or more (measured here: 87 ms vs ~1 s at batch 64).
+        server = launch(model_path=args.model_path, timeout_s=600,
+                        env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        url = server.base_url
+    data["server"] = server_description(url, started_here=server is not None)
+    try:
+        if args.part in ("all", "groups"):
+            start = time.perf_counter()
+            runs, per_q = run_groups(url, args)
+            data.update(runs=runs, targets=targets(runs), per_question=per_q,
+                        settings={k: getattr(args, k) for k in (
+                            "questions", "budgets", "methods", "window", "n_init", "width",
+                            "max_new_tokens", "temperature", "top_p", "deepconf_extra")},
+                        groups_elapsed_s=time.perf_counter() - start)
+        if args.part in ("all", "overhead"):
+            data["overhead"] = run_overhead(url, steps=args.overhead_steps)
+    finally:
+        if server is not None:
+            server.stop()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(data, indent=1))
+    if data.get("runs"):
+        plot(data["runs"], out_path.with_suffix(".png"))
+    print(json.dumps({k: data.get(k) for k in ("targets", "overhead")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Confidence-tracking overhead at batch 32, two ways.
+
+* ``component``: the exact per-step work DeepConf adds to a decode step, timed in-process with
+  the real hook functions (row plan, observer top-k on [32, V] logits, device->host copy, the
+  per-request hand-off and ``update_finish_state`` hook), divided by the server's measured
+  decode step time at batch 32.
+* ``end_to_end``: 32 concurrent requests decoding ``steps`` tokens (``ignore_eos``) on the
+  server, with and without ``custom_params.deepconf`` (threshold -inf, so both decode the same
+  number of tokens), alternated over several rounds; per-step time = wall / steps. On a shared
+  CPU this is noisy; the component figure is the precise one.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+import torch
+
+from sglang_pr.deepconf import scheduler_hooks as hooks
+from sglang_pr.deepconf.observer import PLAN_ATTR, DeepConfObserver
+from sglang_pr.deepconf.runtime_state import state_of
+from sglang_pr.model.task import heldout_set
+
+BATCH = 32
+
+
+class _Params:
+    custom_params = {"deepconf": {"k": 20, "window": 2048, "threshold": None}}
+
+
+class _Req:
+    """The attributes of sglang's Req that the DeepConf hooks touch."""
+
+    def __init__(self):
+        self.sampling_params = _Params()
+        self.output_ids: list[int] = []
+        self.customized_info = None
+        self.finished_reason = None
+        self.finished_len = None
+
+    def finished(self) -> bool:
+        return self.finished_reason is not None
+
+
+class _Batch:
+    def __init__(self, reqs, info):
+        self.reqs, self.sampling_info, self.device = reqs, info, "cpu"
+
+
+class _Result:
+    def __init__(self, host):
+        self.auxiliary_host_output, self.copy_done = host, None
+
+
+def component_seconds_per_step(vocab: int, steps: int = 200) -> float:
+    """Mean seconds DeepConf adds to one decode step at batch 32 (CPU tensors)."""
+    reqs = [_Req() for _ in range(BATCH)]
+    for r in reqs:
+        state_of(r)
+    info = type("Info", (), {})()
+    batch = _Batch(reqs, info)
+    observer = DeepConfObserver()
+    logits = torch.randn(BATCH, vocab)
+    times = []
+    for step in range(steps + 10):
+        t0 = time.perf_counter()
+        hooks._plan_rows(batch)
+        state = observer.before_grammar(logits, info)
+        host = observer.after_sample(state, None).copy_to_host(lambda t: t.to("cpu"))
+        hooks._before_process_result(None, batch, _Result(host))
+        for r in reqs:
+            r.output_ids.append(step)
+            hooks._after_update_finish_state(None, r, 1)
+        if step >= 10:
+            times.append(time.perf_counter() - t0)
+        setattr(info, PLAN_ATTR, None)
+    return statistics.median(times)
+
+
+def _batch_wall(url: str, prompt: str, steps: int, tracked: bool) -> float:
+    sp = {"max_new_tokens": steps, "ignore_eos": True, "temperature": 1.0}
+    if tracked:
+        sp["custom_params"] = {"deepconf": {"window": 8}}
+
+    def one(_):
+        r = requests.post(url + "/generate", json={"text": prompt, "sampling_params": sp},
+                          timeout=900)
+        r.raise_for_status()
+        return r.json()["meta_info"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(BATCH) as ex:
+        done = list(ex.map(one, range(BATCH)))
+    assert all(n == steps for n in done), done
+    return time.perf_counter() - t0
+
+
+def run_overhead(url: str, steps: int = 64, rounds: int = 3, prompt: str | None = None) -> dict:
+    prompt = prompt or heldout_set(1)[0].prompt  # the task module's own prompt format
+    vocab = int(requests.get(url + "/get_model_info", timeout=30).json().get("vocab_size", 0)
+                or 0) or _vocab_from_server(url)
+    requests.post(url + "/generate", json={"text": prompt, "sampling_params": {
+        "max_new_tokens": 0}}, timeout=60)  # cache the prompt for both variants
+    plain, tracked = [], []
+    for _ in range(rounds):  # alternate, so drifting load hits both alike
+        plain.append(_batch_wall(url, prompt, steps, False) / steps)
+        tracked.append(_batch_wall(url, prompt, steps, True) / steps)
+    step_plain, step_tracked = statistics.median(plain), statistics.median(tracked)
+    comp = component_seconds_per_step(vocab)
+    return {
+        "batch": BATCH, "vocab": vocab, "decode_steps": steps, "rounds": rounds,
+        "decode_step_s_plain": step_plain, "decode_step_s_tracked": step_tracked,
+        "end_to_end_overhead": step_tracked / step_plain - 1.0,
+        "end_to_end_per_round": {"plain": plain, "tracked": tracked},
+        "component_s_per_step": comp,
+        "component_overhead": comp / step_plain,
+        "target": 0.03,
+        "met": comp / step_plain <= 0.03,
+        "note": "per-step time includes the prefill and HTTP overhead amortised over the steps",
+    }
+
+
+def _vocab_from_server(url: str) -> int:
+    info = requests.get(url + "/server_info", timeout=30).json()
+    path = info.get("model_path")
+    import json
+    from pathlib import Path
+
+    return int(json.loads((Path(path) / "config.json").read_text())["vocab_size"])

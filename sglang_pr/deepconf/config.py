@@ -1,0 +1,213 @@
+"""DeepConf settings, declared once (frozen pydantic models, unknown keys rejected).
+
+Two models, one source of defaults:
+
+* :class:`DeepConfConfig` — a whole fork group (online DeepConf or plain self-consistency):
+  warm-up size, budget, filter, consensus, concurrency, answer extraction.
+* :class:`TraceSettings` — what one request carries into the scheduler (``k``, ``window``,
+  ``threshold``). Its defaults are read from :class:`DeepConfConfig`, never restated.
+
+**η (eta) is defined once, here: the percentage of traces KEPT**, ranked by confidence
+(top-η %). DeepConf-low keeps the top 10 % (η = 10, the aggressive filter), DeepConf-high the top
+90 % (η = 90). The online threshold is therefore the (100 − η)-th percentile of the warm-up
+traces' lowest group confidences: with η = 10 only traces at least as confident as the 90th
+percentile survive. (The reference code's ``CONFIDENCE_PERCENTILE`` is 100 − η.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Method = Literal["sc", "deepconf_low", "deepconf_high", "deepconf"]
+ConfidenceKind = Literal["lowest_group", "bottom10", "tail", "mean"]
+Extractor = Literal["task", "last_number", "boxed", "regex"]
+WarmupVotes = Literal["kept", "all"]
+
+# η of the two named DeepConf variants (percentage of traces kept; see the module docstring).
+METHOD_ETA: dict[str, float] = {"deepconf_low": 10.0, "deepconf_high": 90.0}
+
+# Key under ``sampling_params.custom_params`` that carries TraceSettings into the scheduler.
+CUSTOM_PARAMS_KEY = "deepconf"
+
+
+class DeepConfConfig(BaseModel):
+    """One fork group: warm-up, threshold, early stops, consensus stop, vote.
+
+    ``method="sc"`` is plain self-consistency through the same machinery: no threshold, no
+    early stop, no consensus stop unless ``consensus_stop=True``, plain majority vote.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Method = "deepconf_low"
+    # Percentage of traces kept (top-η %). None: the method's value (10 low, 90 high); must be
+    # given for method="deepconf" and must not contradict a named method.
+    eta: Optional[float] = None
+    k: int = Field(20, description="top-k log-probs averaged into a token confidence")
+    window: int = Field(2048, description="tokens per sliding group window")
+    n_init: int = Field(16, description="warm-up traces run to completion")
+    budget: int = Field(256, description="most traces per question (reference repo: 256)")
+    tau: float = Field(0.95, description="consensus: leading answer's vote share to stop")
+    width: int = Field(64, description="most traces running at once")
+    consensus_stop: Optional[bool] = None  # None: on for DeepConf methods, off for "sc"
+    weighted: Optional[bool] = None  # None: confidence-weighted for DeepConf, plain for "sc"
+    vote_confidence: ConfidenceKind = "lowest_group"  # the online signal (paper, reference)
+    # Which warm-up traces vote (and count towards consensus): "kept" = only those whose lowest
+    # group confidence is >= s (the reference implementation's final vote); "all" = every
+    # warm-up trace that answered (so the consensus check after the warm-up sees N_init votes,
+    # not the top η % alone); later traces are filtered by the early stop either way.
+    warmup_votes: WarmupVotes = "kept"
+    extractor: Extractor = "task"
+    answer_regex: Optional[str] = None  # required when extractor="regex" (group 1 = answer)
+
+    @field_validator("k", "window", "n_init", "budget", "width")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("eta")
+    @classmethod
+    def _eta_range(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not (0.0 < v <= 100.0):
+            raise ValueError("must be in (0, 100] (percentage of traces kept)")
+        return v
+
+    @field_validator("tau")
+    @classmethod
+    def _tau_range(cls, v: float) -> float:
+        if not (0.0 < v <= 1.0):
+            raise ValueError("must be in (0, 1]")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DeepConfConfig":
+        if self.method != "sc" and self.n_init > self.budget:  # sc has no warm-up
+            raise _field_error("n_init", f"must be <= budget ({self.budget}), got {self.n_init}")
+        named = METHOD_ETA.get(self.method)
+        if named is not None and self.eta is not None and self.eta != named:
+            raise _field_error("eta", f"method {self.method!r} fixes eta={named}; got {self.eta}")
+        if self.method == "deepconf" and self.eta is None:
+            raise _field_error("eta", "required when method='deepconf'")
+        if self.extractor == "regex" and not self.answer_regex:
+            raise _field_error("answer_regex", "required when extractor='regex'")
+        return self
+
+    # Effective values (the None defaults resolved by method).
+    @property
+    def is_deepconf(self) -> bool:
+        return self.method != "sc"
+
+    @property
+    def effective_eta(self) -> float:
+        if self.method == "sc":
+            return 100.0
+        return self.eta if self.eta is not None else METHOD_ETA[self.method]
+
+    @property
+    def use_consensus_stop(self) -> bool:
+        return self.is_deepconf if self.consensus_stop is None else self.consensus_stop
+
+    @property
+    def use_weighted_vote(self) -> bool:
+        return self.is_deepconf if self.weighted is None else self.weighted
+
+    def trace_settings(self, threshold: Optional[float] = None) -> "TraceSettings":
+        return TraceSettings(k=self.k, window=self.window, threshold=threshold)
+
+
+_DEFAULTS = DeepConfConfig.model_fields
+
+
+class TraceSettings(BaseModel):
+    """Per-request settings carried in ``sampling_params.custom_params["deepconf"]``.
+
+    ``threshold`` None or −inf: track confidence, never stop early (plain sampling).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = _DEFAULTS["k"].default
+    window: int = _DEFAULTS["window"].default
+    threshold: Optional[float] = None
+
+    @field_validator("k", "window")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("threshold")
+    @classmethod
+    def _not_nan(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and math.isnan(v):
+            raise ValueError("must be a number or -inf, not NaN")
+        return v
+
+    @property
+    def stops(self) -> bool:
+        return self.threshold is not None and self.threshold > -math.inf
+
+    def to_custom_params(self) -> dict[str, Any]:
+        """JSON-safe dict for ``custom_params`` (−inf travels as None: JSON has no infinity)."""
+        d: dict[str, Any] = {"k": self.k, "window": self.window}
+        d["threshold"] = self.threshold if self.stops else None
+        return d
+
+
+def _field_error(field: str, msg: str) -> ValueError:
+    return ValueError(f"{field}: {msg}")
+
+
+class ConfigError(ValueError):
+    """Bad DeepConf settings; ``str()`` names the offending field (``prefix.field: reason``)."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+def describe_validation_error(err: ValidationError, prefix: str) -> ConfigError:
+    """One readable line naming the first bad field, e.g. ``deepconf.window: must be > 0``."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
+    msg = first.get("msg", "invalid value")
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    if not loc and msg.startswith("Value error, ") and ":" in msg:
+        # model-level checks raise "field: reason" (see _field_error)
+        loc, _, msg = msg[len("Value error, "):].partition(": ")
+    msg = msg.removeprefix("Value error, ")
+    field = f"{prefix}.{loc}" if loc else prefix
+    return ConfigError(f"{field}: {msg}", field)
+
+
+def parse_config(data: Any, prefix: str = "deepconf") -> DeepConfConfig:
+    """Validate a group config from JSON; raises :class:`ConfigError` naming the field."""
+    if isinstance(data, DeepConfConfig):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: must be an object", prefix)
+    try:
+        return DeepConfConfig(**data)
+    except ValidationError as err:
+        raise describe_validation_error(err, prefix) from None
+
+
+def parse_trace_settings(data: Any, prefix: str = "custom_params.deepconf") -> TraceSettings:
+    """Validate per-request settings; raises :class:`ConfigError` naming the field."""
+    if isinstance(data, TraceSettings):
+        return data
+    if data is True:  # {"deepconf": true}: track with the defaults
+        return TraceSettings()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: must be an object", prefix)
+    try:
+        return TraceSettings(**data)
+    except ValidationError as err:
+        raise describe_validation_error(err, prefix) from None

@@ -1,0 +1,103 @@
+"""Self-consistency vs DeepConf side by side on held-out questions (for ``sglang-pr demo``).
+
+    from sglang_pr.deepconf.demo import side_by_side, format_table
+    rows = side_by_side(url, n_questions=20, budget=16)
+    print(format_table(rows))
+
+Both methods go through the same running server (``POST /sglang_pr/deepconf/group``), question
+by question and method by method interleaved, so load on the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional, Sequence
+
+import requests
+
+from sglang_pr.model import task
+
+GROUP_PATH = "/sglang_pr/deepconf/group"
+# Sampling of the paper / reference repo (T = 0.6, top-p = 0.95).
+DEFAULT_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 160}
+# The shipped model's traces are ~20-100 tokens, so the window is about one step line
+# ("c:72*4=288>88\n" is 15 characters = tokens), not 2048 (same as benchmarks/deepconf).
+DEMO_WINDOW = 16
+
+
+@dataclass
+class MethodStats:
+    method: str
+    budget: int
+    n_questions: int = 0
+    correct: int = 0
+    generated_tokens: int = 0
+    wall_s: float = 0.0
+    traces: int = 0
+    stopped_early: int = 0
+    consensus: int = 0
+    answers: list = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n_questions if self.n_questions else 0.0
+
+    def row(self) -> dict:
+        d = asdict(self)
+        d.pop("answers")
+        d.update(accuracy=self.accuracy,
+                 traces_per_question=self.traces / max(1, self.n_questions),
+                 tokens_per_question=self.generated_tokens / max(1, self.n_questions))
+        return d
+
+
+def run_group(url: str, prompt: str, deepconf: dict, sampling: dict,
+              timeout_s: float = 900.0) -> tuple[dict, float]:
+    """One group through the server; returns (response JSON, client-side seconds)."""
+    start = time.perf_counter()
+    r = requests.post(url + GROUP_PATH, json={"text": prompt, "sampling_params": sampling,
+                                              "deepconf": deepconf}, timeout=timeout_s)
+    elapsed = time.perf_counter() - start
+    if r.status_code != 200:
+        raise RuntimeError(f"{GROUP_PATH} -> {r.status_code}: {r.text[:300]}")
+    return r.json(), elapsed
+
+
+def side_by_side(url: str, n_questions: int = 20, budget: int = 16,
+                 methods: Sequence[str] = ("sc", "deepconf_low"), window: int = DEMO_WINDOW,
+                 sampling: Optional[dict] = None, extra: Optional[dict] = None,
+                 progress: Optional[Callable[[int, int], None]] = None) -> list[MethodStats]:
+    """Run each method on the same held-out questions; one MethodStats per method."""
+    sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
+    problems = task.heldout_set(n_questions)
+    stats = {m: MethodStats(m, budget) for m in methods}
+    for qi, p in enumerate(problems):
+        for m in methods:
+            cfg = {"method": m, "budget": budget, "window": window, "width": budget,
+                   "n_init": min(16, budget), **(extra or {})}
+            d, elapsed = run_group(url, p.prompt, cfg, sampling)
+            st, t = stats[m], d["totals"]
+            st.n_questions += 1
+            st.correct += d["answer"] == str(p.answer)
+            st.generated_tokens += t["generated_tokens"]
+            st.wall_s += elapsed
+            st.traces += t["traces_started"]
+            st.stopped_early += t["stopped_early"]
+            st.consensus += bool(t["consensus_reached"])
+            st.answers.append(d["answer"])
+        if progress is not None:
+            progress(qi + 1, len(problems))
+    return list(stats.values())
+
+
+def format_table(stats: Sequence[MethodStats]) -> str:
+    base = stats[0]
+    lines = [f"{'method':<15}{'N':>5}{'accuracy':>10}{'tokens':>10}{'vs ' + base.method:>10}"
+             f"{'wall s':>9}{'traces/q':>10}{'early':>7}{'consensus':>11}"]
+    for s in stats:
+        ratio = s.generated_tokens / base.generated_tokens if base.generated_tokens else 0.0
+        lines.append(f"{s.method:<15}{s.budget:>5}{s.accuracy:>10.3f}{s.generated_tokens:>10d}"
+                     f"{ratio:>10.2f}{s.wall_s:>9.1f}{s.traces / max(1, s.n_questions):>10.1f}"
+                     f"{s.stopped_early:>7d}{s.consensus:>11d}")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Offline DeepConf: filter finished traces by confidence and vote (Python API).
+
+    from sglang_pr.deepconf.offline import Trace, offline_vote, load_traces
+    traces = load_traces("group_response.json")          # or [Trace(text=..., confidences=[...])]
+    result = offline_vote(traces, method="deepconf_low", confidence="tail", window=16)
+    result.answer, result.vote.share, result.kept
+
+Methods (shared with the frontend ``vote`` primitive):
+
+* ``majority`` — every answered trace, one vote each (self-consistency);
+* ``weighted`` — every answered trace, weighted by its confidence;
+* ``deepconf_low`` / ``deepconf_high`` — keep the top 10 % / 90 % by confidence, weighted vote;
+* ``deepconf`` — keep the top ``eta`` %, weighted vote.
+
+Traces that ended early (finish type ``low_confidence``) are incomplete and excluded unless
+``include_stopped=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from sglang_pr.deepconf.config import METHOD_ETA
+from sglang_pr.deepconf.extract import Extract, get_extractor
+from sglang_pr.deepconf.summary import TraceConfidence, summarize
+from sglang_pr.deepconf.vote import VoteResult, keep_top, weighted_vote
+
+VOTE_METHODS = ("majority", "weighted", "deepconf_low", "deepconf_high", "deepconf")
+LOW_CONFIDENCE = "low_confidence"  # finish-reason type of an early-stopped trace
+
+
+@dataclass
+class Trace:
+    """One finished trace: its text and either per-token confidences or a ready summary."""
+
+    text: str
+    confidences: Optional[list[float]] = None
+    summary: Optional[TraceConfidence] = None
+    answer: Optional[str] = None
+    finish_reason: Optional[str] = None
+    tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def confidence(self, kind: str, window: int) -> Optional[float]:
+        if self.confidences is not None:
+            return summarize(self.confidences, window).get(kind)
+        return self.summary.get(kind) if self.summary is not None else None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trace":
+        """From a group-response trace, a /generate response or a plain dict."""
+        meta = d.get("meta_info") or {}
+        confs = d.get("confidences", meta.get("deepconf_confidences"))
+        summ = d.get("confidence", meta.get("deepconf"))
+        finish = d.get("finish_reason", meta.get("finish_reason"))
+        if isinstance(finish, dict):
+            finish = finish.get("type")
+        summary = None
+        if isinstance(summ, dict) and "lowest_group" in summ:
+            summary = TraceConfidence(**{k: summ.get(k) for k in
+                                         ("lowest_group", "bottom10", "tail", "mean")},
+                                      n_tokens=int(summ.get("n_tokens") or 0))
+        return cls(text=d.get("text", ""), confidences=confs, summary=summary,
+                   answer=d.get("answer"), finish_reason=finish,
+                   tokens=int(d.get("tokens", meta.get("completion_tokens", 0)) or 0))
+
+
+def load_traces(source: Union[str, Path, dict, list]) -> list[Trace]:
+    """Traces from a JSON file/object: a group response (``{"traces": [...]}``) or a list."""
+    data = json.loads(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    items = data.get("traces", []) if isinstance(data, dict) else data
+    return [t if isinstance(t, Trace) else Trace.from_dict(t) for t in items]
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    answer: Optional[str]
+    vote: VoteResult
+    kept: list[bool]  # per input trace: did it vote
+    confidences: list[Optional[float]]
+    answers: list[Optional[str]]
+
+
+def method_eta(method: str, eta: Optional[float] = None) -> Optional[float]:
+    """η for a vote method (None: no filter)."""
+    if method not in VOTE_METHODS:
+        raise ValueError(f"unknown vote method {method!r}; known: {', '.join(VOTE_METHODS)}")
+    if method in METHOD_ETA:
+        return METHOD_ETA[method]
+    if method == "deepconf":
+        if eta is None or not 0 < eta <= 100:
+            raise ValueError("method 'deepconf' needs eta in (0, 100]")
+        return eta
+    return None
+
+
+def offline_vote(traces: Sequence[Trace], method: str = "deepconf_low", *,
+                 confidence: str = "lowest_group", window: int = 2048,
+                 eta: Optional[float] = None, extractor: Union[str, Extract] = "task",
+                 answer_regex: Optional[str] = None,
+                 include_stopped: bool = False) -> OfflineResult:
+    """Filter (top-η % by ``confidence``) and vote (weighted unless ``majority``)."""
+    extract = extractor if callable(extractor) else get_extractor(extractor, answer_regex)
+    keep_eta = method_eta(method, eta)
+    answers = [t.answer if t.answer is not None else extract(t.text) for t in traces]
+    usable = [include_stopped or t.finish_reason != LOW_CONFIDENCE for t in traces]
+    needs_conf = method != "majority"
+    confs = [t.confidence(confidence, window) if needs_conf else None for t in traces]
+    if needs_conf and any(u and c is None for u, c in zip(usable, confs)):
+        raise ValueError(f"method {method!r} needs per-trace confidences; some traces have none")
+    kept = list(usable)
+    if keep_eta is not None:
+        idx = [i for i, u in enumerate(usable) if u]
+        mask = keep_top([confs[i] for i in idx], keep_eta)
+        kept = [False] * len(traces)
+        for i, m in zip(idx, mask):
+            kept[i] = m
+    vote_answers = [a if k else None for a, k in zip(answers, kept)]
+    weights = None if method == "majority" else [c if c is not None else 0.0 for c in confs]
+    result = weighted_vote(vote_answers, weights)
+    return OfflineResult(result.answer, result, kept, confs, answers)
+
+
+def answers_of(texts: Iterable[str], extractor: str = "task",
+               answer_regex: Optional[str] = None) -> list[Optional[str]]:
+    extract = get_extractor(extractor, answer_regex)
+    return [extract(t) for t in texts]

@@ -1,0 +1,85 @@
+"""Per-trace confidence summaries and the percentile threshold (offline, numpy).
+
+Definitions (natural-log token confidences C_1..C_n, window w):
+
+* group confidences: the means of every full window ``C[i:i+w]`` (n − w + 1 of them); a trace
+  shorter than w has a single group, the mean of all its tokens (the online tracker's rule for a
+  not-yet-full window, see :mod:`sglang_pr.deepconf.tracker`).
+* lowest_group: the minimum group confidence — the online signal.
+* bottom10: the mean of the lowest ``max(1, floor(0.1 · G))`` group confidences.
+* tail: the mean of the last w token confidences (all of them if n < w).
+* mean: the mean of all token confidences.
+
+Worked example (w = 2, C = [3, 1, 2, 4]): groups [2.0, 1.5, 3.0]; lowest 1.5; bottom10 1.5
+(floor(0.3) → 1 group); tail mean([2, 4]) = 3.0; mean 2.5.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+BOTTOM_FRACTION = 0.10
+
+
+def group_confidences(confs: Sequence[float], window: int) -> np.ndarray:
+    """Sliding-window means [G] float64 (see module docstring); empty for an empty trace."""
+    c = np.asarray(confs, dtype=np.float64)
+    if c.size == 0:
+        return c
+    if c.size < window:
+        return np.array([c.mean()])
+    csum = np.concatenate(([0.0], np.cumsum(c)))  # [n + 1]
+    return (csum[window:] - csum[:-window]) / window  # [n - w + 1]
+
+
+@dataclass(frozen=True)
+class TraceConfidence:
+    """Summary confidences of one trace (None for a trace with no tokens)."""
+
+    lowest_group: Optional[float]
+    bottom10: Optional[float]
+    tail: Optional[float]
+    mean: Optional[float]
+    n_tokens: int
+
+    def get(self, kind: str) -> Optional[float]:
+        if kind not in ("lowest_group", "bottom10", "tail", "mean"):
+            raise ValueError(f"unknown confidence kind {kind!r}")
+        return getattr(self, kind)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(confs: Sequence[float], window: int) -> TraceConfidence:
+    """All four summaries of one trace's token confidences."""
+    c = np.asarray(confs, dtype=np.float64)
+    if c.size == 0:
+        return TraceConfidence(None, None, None, None, 0)
+    groups = group_confidences(c, window)
+    n_bottom = max(1, int(groups.size * BOTTOM_FRACTION))
+    bottom = np.partition(groups, n_bottom - 1)[:n_bottom]
+    return TraceConfidence(
+        lowest_group=float(groups.min()),
+        bottom10=float(bottom.mean()),
+        tail=float(c[-window:].mean()),
+        mean=float(c.mean()),
+        n_tokens=int(c.size),
+    )
+
+
+def percentile_threshold(confidences: Sequence[float], eta: float) -> float:
+    """The (100 − η)-th percentile (linear interpolation): keeping ``conf >= s`` keeps ~top-η %.
+
+    η is the percentage of traces kept (see :mod:`sglang_pr.deepconf.config`).
+    """
+    if not 0.0 < eta <= 100.0:
+        raise ValueError(f"eta must be in (0, 100], got {eta}")
+    vals = [float(v) for v in confidences if v is not None and not math.isnan(v)]
+    if not vals:
+        raise ValueError("no confidences to take a percentile of")
+    return float(np.percentile(np.asarray(vals, dtype=np.float64), 100.0 - eta))

@@ -1,0 +1,207 @@
+"""Medusa head files: save, load, and check against the base model.
+
+On disk a heads directory is the reference Medusa format, so published heads load as they are:
+
+    config.json                  {"medusa_num_heads": 5, "medusa_num_layers": 1,
+                                  "base_model_name_or_path": "...", ...}
+    medusa_lm_head.safetensors   state dict "{k}.{j}.linear.weight|bias", "{k}.{L}.weight"
+                                 (``medusa_lm_head.pt`` is read too, with weights_only=True)
+
+What we add to config.json is optional for readers: ``hidden_size`` and ``vocab_size`` (so a
+mismatch is named before any weight is read) and ``sglang_pr`` with the calibrated ``tree``
+and ``top_k`` the heads were trained with. Old checkpoints whose heads have no projection of
+their own (the first Medusa release shared the base lm_head) get the base lm_head copied in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from sglang_pr.medusa.heads import MedusaHeads
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "medusa_lm_head.safetensors"
+LEGACY_WEIGHTS_FILE = "medusa_lm_head.pt"
+_KEY = re.compile(r"^(\d+)\.(\d+)\.(linear\.weight|linear\.bias|weight)$")
+
+
+class MedusaHeadsError(ValueError):
+    """A heads directory that cannot serve this base model (raised at startup)."""
+
+
+@dataclass(frozen=True)
+class HeadsFileInfo:
+    path: str
+    num_heads: int
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    base_model: Optional[str]
+    tree: Optional[tuple[tuple[int, ...], ...]]
+    top_k: Optional[int]
+    shared_lm_head: bool  # legacy checkpoint: projections copied from the base lm_head
+
+
+def is_medusa_dir(path: str | Path) -> bool:
+    """True when ``path`` holds a Medusa config (``medusa_num_heads`` in config.json)."""
+    cfg = Path(path) / CONFIG_FILE
+    try:
+        return "medusa_num_heads" in json.loads(cfg.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def read_heads_config(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    cfg = p / CONFIG_FILE
+    if not cfg.is_file():
+        raise MedusaHeadsError(f"Medusa heads {p}: no {CONFIG_FILE} in that directory")
+    try:
+        data = json.loads(cfg.read_text())
+    except ValueError as e:
+        raise MedusaHeadsError(f"Medusa heads {cfg}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or "medusa_num_heads" not in data:
+        raise MedusaHeadsError(f"Medusa heads {cfg}: missing 'medusa_num_heads'")
+    return data
+
+
+def save_heads(
+    path: str | Path,
+    heads: MedusaHeads,
+    *,
+    base_model: str,
+    tree: Optional[list[tuple[int, ...]]] = None,
+    top_k: Optional[int] = None,
+    extra: Optional[dict[str, Any]] = None,
+) -> Path:
+    """Write config.json + medusa_lm_head.safetensors (float32 on disk); returns the dir."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    state = {k: v.to("cpu", torch.float32) for k, v in heads.export_state_dict().items()}
+    save_file(state, str(p / WEIGHTS_FILE))
+    ours: dict[str, Any] = dict(extra or {})
+    if tree is not None:
+        ours["tree"] = [list(t) for t in tree]
+    if top_k is not None:
+        ours["top_k"] = int(top_k)
+    cfg = {
+        "medusa_num_heads": heads.num_heads,
+        "medusa_num_layers": heads.num_layers,
+        "base_model_name_or_path": base_model,
+        "hidden_size": heads.hidden_size,
+        "vocab_size": heads.vocab_size,
+        "version": "2",
+        "sglang_pr": ours,
+    }
+    (p / CONFIG_FILE).write_text(json.dumps(cfg, indent=1) + "\n")
+    return p
+
+
+def _read_state(p: Path) -> dict[str, torch.Tensor]:
+    if (p / WEIGHTS_FILE).is_file():
+        return load_file(str(p / WEIGHTS_FILE))
+    if (p / LEGACY_WEIGHTS_FILE).is_file():
+        return torch.load(p / LEGACY_WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    raise MedusaHeadsError(f"Medusa heads {p}: neither {WEIGHTS_FILE} nor {LEGACY_WEIGHTS_FILE}")
+
+
+def _read_shapes(p: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape; for safetensors only the header is read (cheap at startup)."""
+    if (p / WEIGHTS_FILE).is_file():
+        try:
+            with safe_open(str(p / WEIGHTS_FILE), framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # a truncated or foreign file: name it
+            raise MedusaHeadsError(f"Medusa heads {p / WEIGHTS_FILE}: unreadable ({e})") from None
+    return {k: tuple(v.shape) for k, v in _read_state(p).items()}
+
+
+def check_heads(path: str | Path, *, hidden_size: int, vocab_size: int) -> tuple[int, int, bool]:
+    """Validate a heads directory against the base model without loading the weights.
+
+    Returns (num_heads, num_layers, shared_lm_head). Raises MedusaHeadsError naming the file
+    and the mismatch (hidden size, vocab size, missing or misshapen tensors).
+    """
+    p = Path(path)
+    cfg = read_heads_config(p)
+    num_heads, num_layers = int(cfg["medusa_num_heads"]), int(cfg.get("medusa_num_layers", 1))
+    for key, base in (("hidden_size", hidden_size), ("vocab_size", vocab_size)):
+        if key in cfg and int(cfg[key]) != base:
+            raise MedusaHeadsError(
+                f"Medusa heads {p}: {key.replace('_', ' ')} {cfg[key]} does not match the "
+                f"base model's {base}"
+            )
+    shapes = _read_shapes(p)
+    for key in shapes:
+        if not _KEY.match(key):
+            raise MedusaHeadsError(f"Medusa heads {p}: unexpected tensor '{key}'")
+    if "0.0.linear.weight" not in shapes:
+        raise MedusaHeadsError(f"Medusa heads {p}: no tensor '0.0.linear.weight'")
+    hidden = shapes["0.0.linear.weight"][1]
+    if hidden != hidden_size:
+        raise MedusaHeadsError(
+            f"Medusa heads {p}: hidden size {hidden} does not match the base model's {hidden_size}"
+        )
+    shared = f"0.{num_layers}.weight" not in shapes
+    for k in range(num_heads):
+        for j in range(num_layers):
+            if shapes.get(f"{k}.{j}.linear.weight") != (hidden, hidden):
+                raise MedusaHeadsError(
+                    f"Medusa heads {p}: head {k} block {j} missing or not {hidden}x{hidden}"
+                )
+        proj = shapes.get(f"{k}.{num_layers}.weight")
+        if shared != (proj is None):
+            raise MedusaHeadsError(f"Medusa heads {p}: head {k} projection inconsistent")
+        if proj is not None and proj != (vocab_size, hidden):
+            raise MedusaHeadsError(
+                f"Medusa heads {p}: head {k} projection is {proj[0]}x{proj[1]}, the base model "
+                f"needs vocab size {vocab_size} x hidden size {hidden}"
+            )
+    return num_heads, num_layers, shared
+
+
+def load_heads(
+    path: str | Path,
+    *,
+    hidden_size: int,
+    vocab_size: int,
+    base_lm_head: Optional[torch.Tensor] = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[MedusaHeads, HeadsFileInfo]:
+    """Load heads and check them against the base model's hidden size and vocab size."""
+    p = Path(path)
+    num_heads, num_layers, shared = check_heads(p, hidden_size=hidden_size, vocab_size=vocab_size)
+    cfg = read_heads_config(p)
+    state = _read_state(p)
+    heads = MedusaHeads(hidden_size, vocab_size, num_heads, num_layers)
+    if shared:
+        if base_lm_head is None:
+            raise MedusaHeadsError(f"Medusa heads {p}: no projections and no base lm_head given")
+        heads.init_from_lm_head(base_lm_head.detach().to("cpu", torch.float32))
+        blocks = heads.export_state_dict()
+        blocks.update({k: v.float() for k, v in state.items()})
+        state = blocks
+    heads.import_state_dict({k: v.float() for k, v in state.items()})
+    ours = cfg.get("sglang_pr") or {}
+    tree = ours.get("tree")
+    info = HeadsFileInfo(
+        path=str(p),
+        num_heads=num_heads,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        vocab_size=vocab_size,
+        base_model=cfg.get("base_model_name_or_path"),
+        tree=tuple(tuple(int(r) for r in t) for t in tree) if tree else None,
+        top_k=int(ours["top_k"]) if "top_k" in ours else None,
+        shared_lm_head=shared,
+    )
+    return heads.to(device=device, dtype=dtype).eval(), info

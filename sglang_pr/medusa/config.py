@@ -1,0 +1,114 @@
+"""Medusa defaults, declared once (one frozen pydantic config per concern).
+
+``MedusaConfig``   the decoding side: heads, tree, acceptance thresholds.
+``MedusaTrainConfig`` the ``sglang-pr medusa train`` recipe (Medusa-1, self-distillation).
+
+The typical-acceptance thresholds follow the Medusa paper's names: a candidate token x is
+accepted when p(x) > min(ε, δ·exp(−H(p))), with ε = 0.09 (``typical_epsilon``) and
+δ = 0.3 (``typical_delta``). The reference implementation calls them ``posterior_threshold``
+and ``posterior_alpha`` and swaps them between layers; here they are named once.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Path_ = tuple[int, ...]
+
+# The default sparse tree, as data: each entry is a path of per-head ranks (rank 0 = a head's
+# top-1 token). Entry (0, 1) means "head 1's top-1 token, then head 2's second-best token".
+# The list is in priority order, so every prefix of it is itself a valid tree (a node's parent
+# always comes earlier); --speculative-num-draft-tokens N keeps the first N - 1 entries.
+# It was produced by ``tree.build_sparse_tree`` (greedy on expected accepted length) from a
+# prior of per-head accuracies: head k's top-1 is right with a_k = 0.9, 0.8, 0.7, 0.6, 0.5
+# (the shipped arithmetic model's text is very regular) and its rank r >= 1 token with
+# (1 - a_k) * 0.5^r; 31 paths + the root = 32 verify tokens per request.
+# Shipped heads carry their own tree, calibrated on held-out data (see ``train.py``).
+DEFAULT_TREE: tuple[Path_, ...] = (
+    (0,), (0, 0), (0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0, 0), (0, 0, 1), (0, 0, 0, 1), (0, 1),
+    (0, 0, 0, 0, 1), (0, 0, 1, 0), (0, 1, 0), (0, 0, 2), (0, 0, 0, 1, 0), (0, 0, 0, 2), (1,),
+    (0, 2), (1, 0), (0, 0, 0, 0, 2), (0, 1, 0, 0), (0, 0, 1, 0, 0), (0, 0, 2, 0), (0, 2, 0),
+    (1, 0, 0), (0, 0, 3), (0, 0, 0, 1, 1), (0, 0, 0, 2, 0), (0, 0, 0, 3), (2,), (0, 3),
+    (0, 0, 1, 1), (2, 0),
+)
+
+
+def _check_tree(paths: tuple[Path_, ...], num_heads: int, top_k: int) -> None:
+    """Raise ValueError naming the first bad path (the messages end up in HTTP 400s/startup)."""
+    if not paths:
+        raise ValueError("tree must contain at least one path")
+    seen: set[Path_] = set()
+    for i, p in enumerate(paths):
+        if len(p) == 0:
+            raise ValueError(f"tree path #{i} is empty")
+        if len(p) > num_heads:
+            raise ValueError(f"tree path #{i} {list(p)} is deeper than num_heads={num_heads}")
+        if any(r < 0 or r >= top_k for r in p):
+            raise ValueError(f"tree path #{i} {list(p)} has a rank outside [0, top_k={top_k})")
+        if p in seen:
+            raise ValueError(f"tree path #{i} {list(p)} appears twice")
+        if len(p) > 1 and p[:-1] not in seen:
+            raise ValueError(
+                f"tree path #{i} {list(p)}: its parent {list(p[:-1])} must come earlier"
+            )
+        seen.add(p)
+
+
+class MedusaConfig(BaseModel):
+    """How MEDUSA drafts and verifies (server side)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_heads: int = Field(5, ge=1, le=16, description="K: head k predicts token t+k+1")
+    num_layers: int = Field(1, ge=1, le=4, description="residual blocks per head")
+    top_k: int = Field(10, ge=1, le=64, description="candidates kept per head")
+    tree: tuple[Path_, ...] = Field(DEFAULT_TREE, description="sparse tree, priority order")
+    typical_epsilon: float = Field(0.09, gt=0.0, le=1.0, description="ε (hard threshold)")
+    typical_delta: float = Field(0.3, gt=0.0, le=1.0, description="δ (entropy-scaled)")
+    max_tree_nodes: Optional[int] = Field(
+        None, ge=1, description="keep the first N-1 tree paths (N counts the root)"
+    )
+
+    @field_validator("tree", mode="before")
+    @classmethod
+    def _tuplify(cls, v):
+        if isinstance(v, (list, tuple)):
+            return tuple(tuple(int(r) for r in p) for p in v)
+        return v
+
+    @model_validator(mode="after")
+    def _valid_tree(self):
+        _check_tree(self.tree, self.num_heads, self.top_k)
+        return self
+
+    @property
+    def effective_tree(self) -> tuple[Path_, ...]:
+        """The tree after ``max_tree_nodes`` trimming (still valid: priority order)."""
+        if self.max_tree_nodes is None:
+            return self.tree
+        return self.tree[: max(self.max_tree_nodes - 1, 1)]
+
+
+class MedusaTrainConfig(BaseModel):
+    """``sglang-pr medusa train``: Medusa-1 (frozen base), self-distilled data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_heads: int = Field(5, ge=1, le=16)
+    num_layers: int = Field(1, ge=1, le=4)
+    loss_decay: float = Field(0.8, gt=0.0, le=1.0, description="λ_k = decay^k")
+    num_prompts: int = Field(512, ge=8, description="train-split task prompts to generate on")
+    temperatures: tuple[float, ...] = Field(
+        (0.0, 1.0), min_length=1, description="each prompt is answered once per temperature"
+    )
+    max_new_tokens: int = Field(160, ge=8)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    seed: int = 0
+    calib_prompts: int = Field(64, ge=8, description="held-back generations for the tree")
+    tree_nodes: int = Field(32, ge=2, le=128, description="tree size incl. the root")
+    top_k: int = Field(10, ge=1, le=64)

@@ -1,0 +1,108 @@
+"""Medusa heads: K small heads on the base model's last hidden state.
+
+Head k (k = 1..K) is ``num_layers`` residual blocks x + SiLU(W x + b) followed by a vocab
+projection; it predicts the token k + 1 positions after the hidden state's own position (the
+base lm_head predicts the next one). W and b start at zero, so SiLU(0) = 0 makes each block
+the identity, and the projection starts as a copy of the base lm_head: an untrained head
+predicts what the base model predicts for the next token, a sensible starting point.
+
+The module layout matches the reference Medusa checkpoints (``medusa_lm_head`` state dict):
+``{k}.{j}.linear.weight|bias`` for block j of head k and ``{k}.{num_layers}.weight`` for the
+projection, so the same state dict loads either way.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class ResBlock(nn.Module):
+    """x + SiLU(W x + b), W and b zero-initialised (identity at start)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, hidden_size)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.linear(x))
+
+
+class MedusaHeads(nn.Module):
+    """K heads; ``forward(hidden [N, H]) -> logits [N, K, V]``."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        vocab_size: int,
+        num_heads: int,
+        num_layers: int = 1,
+        base_lm_head: Optional[torch.Tensor] = None,
+    ):
+        super().__init__()
+        self.hidden_size, self.vocab_size = hidden_size, vocab_size
+        self.num_heads, self.num_layers = num_heads, num_layers
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                *[ResBlock(hidden_size) for _ in range(num_layers)],
+                nn.Linear(hidden_size, vocab_size, bias=False),
+            )
+            for _ in range(num_heads)
+        )
+        self._fused: Optional[tuple] = None
+        if base_lm_head is not None:
+            self.init_from_lm_head(base_lm_head)
+
+    def init_from_lm_head(self, weight: torch.Tensor) -> None:
+        """Copy the base model's lm_head [V, H] into every head's projection."""
+        if tuple(weight.shape) != (self.vocab_size, self.hidden_size):
+            raise ValueError(
+                f"lm_head shape {tuple(weight.shape)} != (vocab {self.vocab_size}, "
+                f"hidden {self.hidden_size})"
+            )
+        with torch.no_grad():
+            for head in self.heads:
+                head[-1].weight.copy_(weight)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N, H] (post final-norm, as the lm_head sees it) -> logits [N, K, V]."""
+        return torch.stack([head(hidden) for head in self.heads], dim=1)
+
+    @torch.no_grad()
+    def fuse(self) -> "MedusaHeads":
+        """Stack the K heads' weights for serving: one batched matmul per layer instead of K
+        (a decode step is latency-bound on CPU). Call again after changing the weights."""
+        blocks = [
+            (torch.stack([h[j].linear.weight for h in self.heads]),  # [K, H, H] (out, in)
+             torch.stack([h[j].linear.bias for h in self.heads]).unsqueeze(1))  # [K, 1, H]
+            for j in range(self.num_layers)
+        ]
+        proj = torch.stack([h[-1].weight for h in self.heads])  # [K, V, H]
+        self._fused = (blocks, proj.transpose(1, 2).contiguous())  # proj^T [K, H, V]
+        return self
+
+    @torch.no_grad()
+    def topk(self, hidden: torch.Tensor, k: int) -> torch.Tensor:
+        """[N, H] -> [N, K, k] int64 ranked candidate tokens per head."""
+        if self._fused is None:
+            return self.forward(hidden).topk(k, dim=-1).indices
+        blocks, proj_t = self._fused
+        x = hidden.unsqueeze(0).expand(self.num_heads, -1, -1)  # [K, N, H]
+        for w, b in blocks:
+            x = x + torch.nn.functional.silu(torch.baddbmm(b, x, w.transpose(1, 2)))
+        logits = torch.bmm(x, proj_t)  # [K, N, V]
+        return logits.topk(k, dim=-1).indices.transpose(0, 1)  # [N, K, k]
+
+    # The reference checkpoints name the ModuleList's entries directly ("0.0.linear.weight");
+    # these two keep that naming on disk while the module itself nests under ``heads``.
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k.removeprefix("heads."): v.detach().contiguous() for k, v in
+                self.state_dict().items()}
+
+    def import_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict({f"heads.{k}": v for k, v in state.items()}, strict=True)

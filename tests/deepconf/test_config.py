@@ -1,0 +1,66 @@
+"""Config validation names the field; defaults and eta direction."""
+
+import math
+
+import pytest
+
+from sglang_pr.deepconf.config import (
+    ConfigError,
+    DeepConfConfig,
+    parse_config,
+    parse_trace_settings,
+)
+
+
+def test_defaults():
+    c = DeepConfConfig()
+    assert (c.k, c.window, c.n_init, c.tau, c.budget) == (20, 2048, 16, 0.95, 256)
+    assert c.effective_eta == 10 and c.use_consensus_stop and c.use_weighted_vote
+    assert DeepConfConfig(method="deepconf_high").effective_eta == 90
+    sc = DeepConfConfig(method="sc")
+    assert not sc.use_consensus_stop and not sc.use_weighted_vote and sc.effective_eta == 100
+
+
+@pytest.mark.parametrize("bad,field", [
+    ({"k": 0}, "deepconf.k"),
+    ({"window": -1}, "deepconf.window"),
+    ({"eta": 0, "method": "deepconf"}, "deepconf.eta"),
+    ({"eta": 101, "method": "deepconf"}, "deepconf.eta"),
+    ({"tau": 0}, "deepconf.tau"),
+    ({"tau": 1.5}, "deepconf.tau"),
+    ({"budget": 0}, "deepconf.budget"),
+    ({"n_init": 8, "budget": 4}, "deepconf.n_init"),
+    ({"bogus": 1}, "deepconf.bogus"),
+    ({"method": "deepconf"}, "deepconf.eta"),
+    ({"method": "deepconf_low", "eta": 50}, "deepconf.eta"),
+    ({"extractor": "regex"}, "deepconf.answer_regex"),
+    ({"method": "best"}, "deepconf.method"),
+])
+def test_bad_values_name_the_field(bad, field):
+    with pytest.raises(ConfigError) as ei:
+        parse_config(bad)
+    assert ei.value.field == field
+    assert str(ei.value).startswith(field + ":")
+
+
+def test_frozen_and_not_a_dict():
+    c = DeepConfConfig()
+    with pytest.raises(Exception):
+        c.k = 3
+    with pytest.raises(ConfigError, match="deepconf: must be an object"):
+        parse_config([1])
+
+
+def test_trace_settings():
+    t = parse_trace_settings({"window": 8, "threshold": "-inf"})
+    assert t.window == 8 and t.k == 20 and not t.stops
+    assert t.to_custom_params() == {"k": 20, "window": 8, "threshold": None}
+    assert parse_trace_settings({"threshold": 1.5}).stops
+    assert parse_trace_settings(True) == parse_trace_settings({})
+    with pytest.raises(ConfigError) as ei:
+        parse_trace_settings({"window": 0})
+    assert ei.value.field == "custom_params.deepconf.window"
+    with pytest.raises(ConfigError, match="threshold"):
+        parse_trace_settings({"threshold": math.nan})
+    with pytest.raises(ConfigError, match="custom_params.deepconf.x: unknown field"):
+        parse_trace_settings({"x": 1})

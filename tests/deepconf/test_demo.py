@@ -1,0 +1,29 @@
+"""The demo helper aggregates per method and formats a side-by-side table (no server)."""
+
+from sglang_pr.deepconf import demo
+from sglang_pr.model.task import heldout_set
+
+
+def test_side_by_side_aggregates(monkeypatch):
+    problems = heldout_set(3)
+    calls = []
+
+    def fake_run_group(url, prompt, deepconf, sampling, timeout_s=900.0):
+        calls.append((prompt, deepconf["method"]))
+        p = next(q for q in problems if q.prompt == prompt)
+        sc = deepconf["method"] == "sc"
+        answer = str(p.answer) if sc or p is not problems[0] else "wrong"
+        totals = {"generated_tokens": 100 if sc else 30, "traces_started": 8 if sc else 3,
+                  "stopped_early": 0 if sc else 1, "consensus_reached": not sc}
+        return {"answer": answer, "totals": totals}, 0.5 if sc else 0.2
+
+    monkeypatch.setattr(demo, "run_group", fake_run_group)
+    rows = demo.side_by_side("http://x", n_questions=3, budget=8)
+    assert [p for p, _ in calls[::2]] == [p.prompt for p in problems]  # interleaved per question
+    sc, low = rows
+    assert (sc.method, low.method) == ("sc", "deepconf_low")
+    assert sc.accuracy == 1.0 and abs(low.accuracy - 2 / 3) < 1e-9
+    assert (sc.generated_tokens, low.generated_tokens) == (300, 90)
+    assert low.consensus == 3 and low.stopped_early == 3
+    table = demo.format_table(rows)
+    assert "deepconf_low" in table and "0.30" in table  # 90 / 300 tokens vs sc

@@ -1,0 +1,148 @@
+"""Fork-group orchestration against a scripted fake backend (no server)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from sglang_pr.deepconf.config import DeepConfConfig
+from sglang_pr.deepconf.group import GroupRun
+from sglang_pr.model.task import ANSWER_PREFIX
+
+
+class FakeBackend:
+    """Trace i answers answers[i] with constant confidence confs[i] over n tokens.
+
+    A trace run with a threshold above its confidence stops early after ``window`` tokens
+    (what the scheduler does); aborted traces report the tokens made so far.
+    """
+
+    def __init__(self, answers, confs, n_tokens=20, window=4, delay=0.001):
+        self.answers, self.confs, self.n, self.w, self.delay = answers, confs, n_tokens, window, delay
+        self.started, self.aborted, self.prefilled = [], set(), 0
+        self.events = {}
+
+    async def prefill(self):
+        self.prefilled += 1
+        return {"prompt_tokens": 7}
+
+    async def generate(self, index, settings):
+        self.started.append((index, settings.threshold))
+        ev = self.events[index] = asyncio.Event()
+        c = self.confs[index]
+        stop = settings.threshold is not None and c < settings.threshold
+        tokens = self.w if stop else self.n
+        try:
+            await asyncio.wait_for(ev.wait(), timeout=self.delay * (1 + index % 3))
+            finish = {"type": "abort"}
+            tokens = 2
+        except asyncio.TimeoutError:
+            finish = {"type": "low_confidence"} if stop else {"type": "stop"}
+        text = "" if stop else f"work\n{ANSWER_PREFIX}{self.answers[index]}"
+        return {"text": text, "meta_info": {"finish_reason": finish, "completion_tokens": tokens,
+                                            "cached_tokens": 7,
+                                            "deepconf_confidences": [c] * tokens}}
+
+    def abort(self, index):
+        self.aborted.add(index)
+        self.events[index].set()
+
+
+def run(cfg, backend):
+    return asyncio.run(GroupRun(cfg, backend).run())
+
+
+def test_sc_runs_the_whole_budget_with_plain_majority():
+    answers = [1, 1, 2, 2, 2, 3] * 2
+    confs = [5.0] * 12
+    b = FakeBackend(answers, confs)
+    r = run(DeepConfConfig(method="sc", budget=12, width=4, window=4), b)
+    assert r.totals["traces_started"] == 12 and not r.totals["consensus_reached"]
+    assert r.answer == "2" and r.vote["scores"] == {"1": 4.0, "2": 6.0, "3": 2.0}
+    assert all(thr is None for _, thr in b.started) and b.prefilled == 1
+    assert r.totals["generated_tokens"] == 12 * 20
+
+
+def test_deepconf_low_threshold_is_the_90th_percentile_of_warmup_lowest():
+    rng = np.random.default_rng(0)
+    confs = rng.uniform(1, 5, size=40).tolist()
+    answers = [i % 2 for i in range(40)]
+    b = FakeBackend(answers, confs)
+    cfg = DeepConfConfig(method="deepconf_low", budget=40, n_init=16, window=4, width=8,
+                         consensus_stop=False)
+    r = run(cfg, b)
+    assert r.threshold == pytest.approx(np.percentile(confs[:16], 90))
+    # warm-up traces run without a threshold, the rest with it
+    assert all(thr is None for i, thr in b.started if i < 16)
+    assert all(thr == pytest.approx(r.threshold) for i, thr in b.started if i >= 16)
+    stopped = [t for t in r.traces if t.finish_type == "low_confidence"]
+    assert {t.index for t in stopped} == {i for i in range(16, 40) if confs[i] < r.threshold}
+    assert all(not t.voted for t in stopped)
+    voters = {t.index for t in r.traces if t.voted}
+    assert voters == {i for i in range(40) if confs[i] >= r.threshold}
+
+
+def test_warmup_votes_all_lets_every_warmup_trace_vote():
+    # low-confidence warm-up traces say 1, the two most confident say 2
+    answers, confs = [1] * 14 + [2] * 2, [2.0] * 14 + [5.0] * 2
+    kept = run(DeepConfConfig(budget=16, n_init=16, window=4, width=16), FakeBackend(answers, confs))
+    assert kept.answer == "2" and kept.totals["voters"] == 2  # top-10 %: only the 2s vote
+    every = run(DeepConfConfig(budget=16, n_init=16, window=4, width=16, warmup_votes="all"),
+                FakeBackend(answers, confs))
+    assert every.answer == "1" and every.totals["voters"] == 16  # 28 > 10, weighted
+    assert every.vote["scores"] == {"1": 28.0, "2": 10.0}
+
+
+def test_consensus_after_warmup_starts_nothing_more():
+    b = FakeBackend([4] * 32, [3.0 + 0.01 * i for i in range(32)])
+    r = run(DeepConfConfig(budget=32, n_init=8, window=4, width=8), b)
+    assert r.totals["consensus_reached"] and r.totals["traces_started"] == 8
+    assert r.answer == "4" and r.vote["share"] == 1.0
+
+
+def test_consensus_mid_phase_aborts_running_traces():
+    # warm-up splits 2 ways; later confident traces all say 9 and settle the vote
+    answers = [1, 2] * 4 + [9] * 24
+    confs = [2.0] * 8 + [6.0] * 24
+    b = FakeBackend(answers, confs, delay=0.01)
+    r = run(DeepConfConfig(method="deepconf_high", budget=32, n_init=8, window=4, width=6,
+                           tau=0.75), b)
+    assert r.totals["consensus_reached"] and r.answer == "9"
+    assert r.totals["traces_started"] < 32
+    aborted = [t for t in r.traces if t.finish_type == "abort"]
+    assert aborted and {t.index for t in aborted} <= b.aborted
+    assert r.totals["generated_tokens"] == sum(t.tokens for t in r.traces)
+
+
+def test_cancelling_the_group_aborts_every_running_trace():
+    b = FakeBackend([1] * 16, [3.0] * 16, delay=5.0)
+
+    async def main():
+        task = asyncio.ensure_future(GroupRun(DeepConfConfig(method="sc", budget=16, width=4),
+                                              b).run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert len(b.started) == 4 and b.aborted == {0, 1, 2, 3}
+
+
+def test_width_limits_concurrency():
+    b = FakeBackend([1] * 10, [3.0] * 10)
+    running, peak = 0, 0
+    orig = b.generate
+
+    async def counting(index, settings):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            return await orig(index, settings)
+        finally:
+            running -= 1
+
+    b.generate = counting
+    run(DeepConfConfig(method="sc", budget=10, width=3), b)
+    assert peak == 3

@@ -1,0 +1,55 @@
+"""Medusa heads: identity start, shapes, reference state-dict naming."""
+
+import torch
+
+from sglang_pr.medusa.heads import MedusaHeads
+
+torch.set_num_threads(1)
+
+
+def test_untrained_heads_predict_like_the_base_lm_head():
+    torch.manual_seed(0)
+    lm = torch.randn(50, 16)
+    heads = MedusaHeads(16, 50, num_heads=3, num_layers=2, base_lm_head=lm)
+    h = torch.randn(7, 16)
+    out = heads(h)
+    assert out.shape == (7, 3, 50)
+    for k in range(3):  # W = 0, b = 0 -> residual blocks are the identity
+        torch.testing.assert_close(out[:, k], h @ lm.T)
+
+
+def test_residual_block_is_x_plus_silu_wx():
+    heads = MedusaHeads(4, 6, num_heads=1, num_layers=1)
+    block = heads.heads[0][0]
+    with torch.no_grad():
+        block.linear.weight.copy_(torch.eye(4) * 2)
+        block.linear.bias.fill_(0.5)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(block(x), x + torch.nn.functional.silu(2 * x + 0.5))
+
+
+def test_state_dict_uses_reference_names():
+    heads = MedusaHeads(8, 10, num_heads=2, num_layers=1)
+    keys = set(heads.export_state_dict())
+    assert keys == {"0.0.linear.weight", "0.0.linear.bias", "0.1.weight",
+                    "1.0.linear.weight", "1.0.linear.bias", "1.1.weight"}
+    other = MedusaHeads(8, 10, num_heads=2, num_layers=1)
+    other.import_state_dict(heads.export_state_dict())
+    h = torch.randn(2, 8)
+    torch.testing.assert_close(other(h), heads(h))
+
+
+def test_topk_shape():
+    heads = MedusaHeads(8, 10, num_heads=2, base_lm_head=torch.randn(10, 8))
+    assert heads.topk(torch.randn(5, 8), 3).shape == (5, 2, 3)
+
+
+def test_fused_topk_matches_module_forward():
+    torch.manual_seed(1)
+    heads = MedusaHeads(16, 40, num_heads=4, num_layers=2, base_lm_head=torch.randn(40, 16))
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    h = torch.randn(6, 16)
+    want = heads(h).topk(5, dim=-1).indices
+    assert torch.equal(heads.fuse().topk(h, 5), want)

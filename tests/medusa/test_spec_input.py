@@ -1,0 +1,24 @@
+"""The carried head candidates stay row-aligned as requests leave and join."""
+
+import torch
+
+from sglang_pr.medusa.spec_input import MedusaSpecInput
+
+
+def test_filter_and_merge():
+    a = MedusaSpecInput.carry(torch.arange(3).view(3, 1, 1).expand(3, 2, 4).clone(), 8)
+    a.filter_batch(torch.tensor([2, 0]))
+    assert a.head_topk[:, 0, 0].tolist() == [2, 0]
+    b = MedusaSpecInput.carry(torch.full((1, 2, 4), 9), 8)
+    a.merge_batch(b)
+    assert a.head_topk[:, 0, 0].tolist() == [2, 0, 9]
+    assert a.num_tokens_per_req == 8 and a.is_verify_input()
+
+
+def test_gpu_custom_mask_layout():
+    tree_mask = torch.tensor([[1, 0], [1, 1]], dtype=torch.bool)
+    v = MedusaSpecInput(draft_token_num=2, draft_token=torch.zeros(4, dtype=torch.long),
+                        tree_mask=tree_mask)
+    m = v.build_gpu_custom_mask([1, 3])
+    # request 0: rows [1 | 1 0], [1 | 1 1]; request 1: rows [1 1 1 | 1 0], [1 1 1 | 1 1]
+    assert m.int().tolist() == [1, 1, 0, 1, 1, 1] + [1, 1, 1, 1, 0, 1, 1, 1, 1, 1]

@@ -1,0 +1,62 @@
+"""verify_tree on a mixed batch: per-request greedy/typical choice and the packed layout."""
+
+from types import SimpleNamespace
+
+import torch
+
+from sglang_pr.medusa.config import MedusaConfig
+from sglang_pr.medusa.tree import MedusaTree
+from sglang_pr.medusa.verify import verify_tree
+
+torch.set_num_threads(1)
+TREE = MedusaTree.from_paths([(0,), (1,), (0, 0)], top_k=10)
+
+
+def info(top_ks, temps):
+    n = len(top_ks)
+    return SimpleNamespace(
+        top_ks=torch.tensor(top_ks), temperatures=torch.tensor(temps).view(-1, 1),
+        top_ps=torch.ones(n), min_ps=torch.zeros(n), acc_additive_penalties=None,
+        acc_scaling_penalties=None, logit_bias=None,
+    )
+
+
+def peaked(argmax_rows, vocab=12):
+    out = torch.full((len(argmax_rows), 4, vocab), -20.0)
+    for b, row in enumerate(argmax_rows):
+        for i, a in enumerate(row):
+            out[b, i, a] = 20.0
+    return out
+
+
+def test_docstring_example_layout():
+    tokens = torch.tensor([[3, 8, 7, 5]])
+    vr = verify_tree(TREE, tokens, peaked([[7, 5, 9, 4]]), info([1], [1.0]), MedusaConfig())
+    assert vr.accept_nodes.tolist() == [[0, 2, -1]]
+    assert vr.accept_tokens.tolist() == [[7, 9, 0]]
+    assert vr.predict_flat[0].item() == 7 and vr.predict_flat[2].item() == 9
+    assert vr.accept_index_flat.tolist() == [[0, 2, -1]]
+    assert vr.last_node.tolist() == [2] and vr.num_drafts.tolist() == [1]
+
+
+def test_mixed_batch_rows_are_independent():
+    tokens = torch.tensor([[3, 7, 1, 5], [3, 7, 1, 5]])
+    logits = peaked([[7, 5, 9, 4], [7, 5, 9, 4]])
+    g = torch.Generator().manual_seed(0)
+    vr = verify_tree(TREE, tokens, logits, info([1, 50], [1.0, 1.0]), MedusaConfig(), g)
+    # greedy row: nodes 0 -> 1 -> 3, bonus argmax[3] = 4; the sampled row sees a near one-hot
+    # distribution, so typical acceptance takes the same path and the bonus is 4 too.
+    assert vr.accept_nodes.tolist() == [[0, 1, 3], [0, 1, 3]]
+    assert vr.accept_tokens.tolist() == [[7, 5, 4], [7, 5, 4]]
+    assert vr.accept_index_flat.tolist() == [[0, 1, 3], [4, 5, 7]]
+
+
+def test_logit_bias_applies_to_every_tree_row():
+    tokens = torch.tensor([[3, 7, 1, 5]])
+    logits = peaked([[7, 5, 9, 4]])
+    bias = torch.zeros(1, 12)
+    bias[0, 11] = 100.0  # token 11 becomes everyone's argmax: no draft accepted, bonus 11
+    si = info([1], [1.0])
+    si.logit_bias = bias
+    vr = verify_tree(TREE, tokens, logits, si, MedusaConfig())
+    assert vr.num_drafts.tolist() == [0] and vr.accept_tokens.tolist() == [[11, 0, 0]]
