@@ -18,13 +18,19 @@ from dataclasses import dataclass
 from sglang_pr.cli import CliError
 from sglang_pr.model import task
 
+# The fork/vote program samples at 1.0, as the model-quality figures do (pass@1, maj@32);
+# the DeepConf side-by-side uses DeepConf's own sampling (sglang_pr.deepconf.demo).
+VOTE_TEMPERATURE = 1.0
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="fork-and-vote on held-out questions of the shipped model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=8, help="branches per question (default 8)")
     p.add_argument("--questions", type=int, default=40, help="held-out questions (default 40)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"sampling temperature (default {VOTE_TEMPERATURE} for the fork/vote "
+                        "program; DeepConf's own 0.6 for the side-by-side)")
     p.add_argument("--max-new-tokens", type=int, default=160, help="per-branch token cap")
     p.add_argument("--url", default=None, help="use a running server instead of starting one")
     p.add_argument("--model-path", default=None, help="model to serve (default: shipped model)")
@@ -96,7 +102,7 @@ def _validate(args: argparse.Namespace) -> None:
     for name in ("n", "questions", "max_new_tokens", "budget"):
         if getattr(args, name) <= 0:
             raise CliError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    if args.temperature < 0:
+    if args.temperature is not None and args.temperature < 0:
         raise CliError(f"--temperature must be >= 0, got {args.temperature}")
 
 
@@ -115,11 +121,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _run_and_report(args: argparse.Namespace, url: str, problems: list[task.Problem]) -> int:
     start = time.perf_counter()
-    results = run_questions(url, problems, args.n, args.max_new_tokens, args.temperature)
+    temperature = VOTE_TEMPERATURE if args.temperature is None else args.temperature
+    results = run_questions(url, problems, args.n, args.max_new_tokens, temperature)
     wall_s = time.perf_counter() - start
     s = summarize(results)
     print(f"\n{len(results)} held-out questions x {args.n} branches "
-          f"(temperature {args.temperature}):")
+          f"(temperature {temperature}):")
     print(f"  single-sample accuracy : {s['single_sample_accuracy']:.3f}")
     print(f"  majority-vote accuracy : {s['vote_accuracy']:.3f}")
     print(f"  tokens generated       : {s['generated_tokens']}")
@@ -138,7 +145,8 @@ def _side_by_side(args: argparse.Namespace, url: str, n_questions: int) -> None:
     try:
         rows = deepconf_demo.side_by_side(
             url, n_questions=n_questions, budget=args.budget,
-            sampling={"temperature": args.temperature, "max_new_tokens": args.max_new_tokens})
+            sampling={"max_new_tokens": args.max_new_tokens,
+                      **({} if args.temperature is None else {"temperature": args.temperature})})
     except (RuntimeError, OSError) as e:  # e.g. a --url server without the DeepConf plugin
         raise CliError(f"DeepConf side-by-side failed: {e}") from None
     print(deepconf_demo.format_table(rows))
