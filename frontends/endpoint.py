@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
 
@@ -34,11 +34,3 @@ class DeepConfRuntimeEndpoint(RuntimeEndpoint):
         custom[CUSTOM_PARAMS_KEY] = self.deepconf.to_custom_params()
         sp["custom_params"] = custom
 
-    @property
-    def window(self) -> int:
-        return self.deepconf.window
-
-
-def settings_of(backend) -> Optional[TraceSettings]:
-    return getattr(backend, "deepconf", None) if isinstance(backend, DeepConfRuntimeEndpoint) \
-        else None

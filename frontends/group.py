@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 import requests
 
+from sglang_pr.deepconf.config import GROUP_PATH
 from sglang_pr.frontends.vote import VoteExpr
 
-GROUP_PATH = "/sglang_pr/deepconf/group"
 
 
 class GroupError(RuntimeError):

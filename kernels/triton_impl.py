@@ -18,7 +18,6 @@ tensors; tests use that to check them on a machine without a GPU.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import triton
@@ -27,7 +26,6 @@ import triton.language as tl
 from .layout import WorkList
 
 _LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
 
 
 @triton.jit
@@ -211,12 +209,11 @@ class TritonCascade:
         self.num_states = base
 
     def run(
-        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float,
-        out: torch.Tensor | None = None,
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """q ``[B, Hq, D]``; caches ``[slots, Hkv, D|Dv]`` (last dim contiguous).
 
-        Returns ``o [B, Hq, Dv]`` (q's dtype, or ``out``) and ``lse [B, Hq]`` float32, natural log.
+        Returns ``o [B, Hq, Dv]`` (q's dtype) and ``lse [B, Hq]`` float32, natural log.
         """
         B, Hq, D = q.shape
         Hkv, Dv = v_cache.shape[1], v_cache.shape[2]
@@ -240,7 +237,7 @@ class TritonCascade:
                 BLOCK_DV=triton.next_power_of_2(Dv), BLOCK_M=self.BLOCK_M,
                 BLOCK_N=self.BLOCK_N, IEEE=ieee,
             )
-        o = out if out is not None else torch.empty((B, Hq, Dv), dtype=q.dtype, device=q.device)
+        o = torch.empty((B, Hq, Dv), dtype=q.dtype, device=q.device)
         lse = torch.empty((B, Hq), dtype=torch.float32, device=q.device)
         _merge_states_kernel[(B * Hq,)](
             o_part, s_part, o, lse, self.num_states, Hq,
@@ -251,16 +248,3 @@ class TritonCascade:
         )
         return o, lse
 
-
-def attention_lse(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, work: WorkList, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One work list (one level) with LSE; rows it does not cover give ``(0, -inf)``."""
-    plan = TritonCascade([work], k_cache.shape[1], q.shape[1] // k_cache.shape[1])
-    if plan.num_states == 0:
-        B, Hq = q.shape[:2]
-        return (
-            q.new_zeros((B, Hq, v_cache.shape[-1])),
-            q.new_full((B, Hq), -math.inf, dtype=torch.float32),
-        )
-    return plan.run(q, k_cache, v_cache, scale)

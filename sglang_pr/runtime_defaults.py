@@ -57,3 +57,8 @@ def cpu_dtype_for(model_path: str | Path) -> str:
     cfg = json.loads(cfg_file.read_text())
     stored = cfg.get("torch_dtype") or cfg.get("dtype") or "float32"
     return "float32" if stored == "float32" else "bfloat16"
+
+
+def has_flag(argv, flag: str) -> bool:
+    """Whether ``argv`` sets ``flag`` (as ``--flag v`` or ``--flag=v``)."""
+    return any(a == flag or a.startswith(flag + "=") for a in argv)

@@ -25,11 +25,8 @@ parses flags) rather than ``sglang-pr serve``, whose flag check runs before plug
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,8 +34,9 @@ from pathlib import Path
 import requests
 import torch
 
-from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS
-from sglang_pr.server.launcher import ServerHandle, free_port
+from sglang_pr.cascade.policy import cascade_server_flags
+from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS, has_flag
+from sglang_pr.server.launcher import ServerHandle, launch, server_cpu_seconds
 
 # A wider model of the shipped architecture (Llama, GQA 4): attention over a 2k prefix is a real
 # share of a decode step, as in any model serving long prompts.
@@ -68,56 +66,23 @@ def build_model(out_dir: Path, max_positions: int = 4096, seed: int = 0) -> Path
     return out_dir
 
 
-def server_argv(model: Path, backend: str, port: int, gpu: bool) -> list[str]:
+def server_argv(model: Path, backend: str, gpu: bool) -> list[str]:
     # float32 on CPU (the CPU path's dtype); bfloat16 on a GPU (FlashInfer has no float32).
-    argv = ["--model-path", str(model), "--port", str(port), "--attention-backend", backend,
+    argv = ["--model-path", str(model), "--attention-backend", backend,
             "--max-total-tokens", "32768", "--dtype", "bfloat16" if gpu else "float32"]
     argv += ["--decode-log-interval", str(LOG_INTERVAL)]
     if not gpu:
         for flag, value in CPU_SERVER_FLAGS.items():
-            if flag not in argv:
+            if not has_flag(argv, flag):
                 argv += [flag] if value is None else [flag, value]
     elif backend == "cascade":
-        argv += ["--cuda-graph-backend-decode", "disabled",
-                 "--cuda-graph-backend-prefill", "disabled"]
+        argv += cascade_server_flags(True)[2:]  # the CUDA-graph flags after the backend choice
     return argv
-
-
-def start_server(argv: list[str], log_path: Path, env: dict, timeout_s: float = 600):
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-P", "-m", "sglang.launch_server", *argv],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                            start_new_session=True)  # own process group: stop() ends it all
-    log.close()
-    port = argv[argv.index("--port") + 1]
-    handle = ServerHandle(proc, f"http://127.0.0.1:{port}", log_path, argv)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not handle.alive:
-            raise RuntimeError(f"server exited; log {log_path}:\n{handle.log_tail()}")
-        try:
-            if requests.get(handle.base_url + "/health", timeout=5).status_code == 200:
-                return handle
-        except requests.RequestException:
-            pass
-        time.sleep(1.0)
-    handle.stop()
-    raise RuntimeError(f"server not healthy after {timeout_s} s; log {log_path}")
 
 
 def _server_cpu_s(handle: ServerHandle) -> float:
     """CPU seconds used so far by the server's processes (scheduler, tokenizer, detokenizer)."""
-    import psutil
-
-    root = psutil.Process(handle.proc.pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return server_cpu_seconds(handle.processes())[0]
 
 
 def _one_run(handle: ServerHandle, prompt: str, n: int, new_tokens: int) -> dict:
@@ -156,8 +121,10 @@ def run_e2e_bench(P=2048, n=16, new_tokens=64, reps=3, gpu=False, log=print) -> 
         handles = {}
         try:
             for b in runs:
-                argvs[b] = server_argv(model, b, free_port(), gpu)
-                handles[b] = start_server(argvs[b], Path(tmp) / f"{b}.log", env)
+                handles[b] = launch(extra_args=server_argv(model, b, gpu), env=env,
+                                    log_path=Path(tmp) / f"{b}.log", timeout_s=600,
+                                    module=("sglang.launch_server",))
+                argvs[b] = handles[b].argv
                 _one_run(handles[b], prompt, 1, 1)  # prefill the prompt into the radix cache
             for i in range(reps):
                 for b in list(runs) if i % 2 == 0 else list(runs)[::-1]:

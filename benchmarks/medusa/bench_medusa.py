@@ -36,41 +36,12 @@ import torch
 from sglang_pr.benchmark_meta import run_metadata
 from sglang_pr.medusa import SHIPPED_HEADS_DIR
 from sglang_pr.model import SHIPPED_MODEL_DIR, task
-from sglang_pr.server.launcher import launch
+from sglang_pr.server.launcher import launch, server_cpu_seconds
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 MODES = {"greedy": 0.0, "sample": 1.0}
 BATCHES = (1, 8)
 TARGETS = {"greedy_b1_accept_len": 2.5, "cpu_b1_speedup": 1.8}
-
-
-def server_processes(handle) -> list:
-    """The server's process tree (launcher process, tokenizer/HTTP, scheduler, detokenizer)."""
-    import psutil
-
-    root = psutil.Process(handle.proc.pid)
-    return [root, *root.children(recursive=True)]
-
-
-def cpu_seconds(procs: list) -> tuple[float, float]:
-    """(CPU seconds of the whole server tree, of its scheduler process) so far.
-
-    On a shared machine wall time swings with other sessions' load; CPU time spent per
-    generated token swings much less, so it is reported beside tokens/s.
-    """
-    import psutil
-
-    total = sched = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            used = t.user + t.system
-            is_sched = "scheduler" in " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        total += used
-        sched += used if is_sched else 0.0
-    return total, sched
 
 
 def _stream_one(url: str, prompt: str, params: dict) -> tuple[dict, float, float, int]:
@@ -102,7 +73,7 @@ def run_workload(url: str, prompts: list[str], temperature: float, batch: int,
     """
     texts, tokens, verify, drafts, wall = [], 0, 0, 0, 0.0
     decode_tokens, decode_s = 0, 0.0
-    cpu0 = cpu_seconds(list(procs))
+    cpu0 = server_cpu_seconds(procs)
     for start in range(0, len(prompts), batch):
         group = prompts[start : start + batch]
         params = [{"temperature": temperature, "max_new_tokens": max_new_tokens,
@@ -125,7 +96,7 @@ def run_workload(url: str, prompts: list[str], temperature: float, batch: int,
             tokens += m["completion_tokens"]
             verify += m.get("spec_verify_ct", 0)
             drafts += m.get("spec_num_correct_drafts", 0)
-    cpu1 = cpu_seconds(list(procs))
+    cpu1 = server_cpu_seconds(procs)
     return {"texts": texts, "tokens": tokens, "wall_s": wall, "verify_steps": verify,
             "accepted_drafts": drafts, "decode_tokens": decode_tokens, "decode_s": decode_s,
             "server_cpu_s": cpu1[0] - cpu0[0], "scheduler_cpu_s": cpu1[1] - cpu0[1]}
@@ -164,7 +135,7 @@ def run_server(method: str, args, prompts: list[str]) -> dict:
     with launch(model_path=args.model_path, port=args.port, extra_args=extra,
                 env={"OMP_NUM_THREADS": "1"}, timeout_s=900) as server:
         run_workload(server.base_url, prompts[:2], 0.0, 1, 16, args.seed)  # warm-up one-offs
-        procs = tuple(server_processes(server))
+        procs = tuple(server.processes())
         for mode, temp in MODES.items():
             for batch in BATCHES:
                 out[(mode, batch)] = run_workload(server.base_url, prompts, temp, batch,

@@ -55,6 +55,9 @@ class _DecodeState:
     impl: str
     grouped: torch.Tensor | None  # [Bg] rows the cascade outputs; None = all rows
     flat: torch.Tensor | None  # [Bf] rows done by torch_native flat decode; None = none
+    # Per batch, not per layer: the flat rows' request-pool indices and lengths ([Bf] each).
+    flat_req_pool_indices: torch.Tensor | None = None
+    flat_seq_lens: torch.Tensor | None = None
     kernels: dict = field(default_factory=dict)  # (Hkv, gqa) -> CascadeDecode
 
     def kernel(self, num_kv_heads: int, gqa: int) -> CascadeDecode:
@@ -113,18 +116,22 @@ class CascadeAttnBackend(TorchNativeAttnBackend):
         self._count(plan, forward_batch)
         if not plan.segments:
             return None
-        impl = resolve_impl(self.cfg.kernel, forward_batch.seq_lens.device)
         device = forward_batch.seq_lens.device
-        if impl == "triton":
-            # The kernel covers every row: ungrouped rows are whole-sequence suffix items.
-            return _DecodeState(plan, plan.worklists(), impl, None, None)
+        impl = resolve_impl(self.cfg.kernel, device)
         grouped, flat = plan.grouped_rows, plan.flat_rows
+        if impl == "triton" or not flat:
+            # The kernel covers every row (on Triton, ungrouped rows are whole-sequence suffix
+            # items), so its output is the layer's output as it is.
+            return _DecodeState(plan, plan.worklists(), impl, None, None)
+        flat_t = torch.tensor(flat, dtype=torch.int64, device=device)
         return _DecodeState(
             plan,
             plan.worklists(grouped),
             impl,
             torch.tensor(grouped, dtype=torch.int64, device=device),
-            torch.tensor(flat, dtype=torch.int64, device=device) if flat else None,
+            flat_t,
+            forward_batch.req_pool_indices[flat_t],
+            forward_batch.seq_lens[flat_t],
         )
 
     def _count(self, plan: CascadePlan | None, forward_batch) -> None:
@@ -172,21 +179,20 @@ class CascadeAttnBackend(TorchNativeAttnBackend):
             return o_casc.to(q.dtype).reshape(q.shape[0], Hq * layer.v_head_dim)
         o = q.new_empty((q.shape[0], Hq, layer.v_head_dim))
         o[st.grouped] = o_casc[st.grouped].to(q.dtype)
-        if st.flat is not None:
-            o[st.flat] = self._flat_rows(q_, k_cache, v_cache, layer, forward_batch, st.flat)
+        o[st.flat] = self._flat_rows(q_, k_cache, v_cache, layer, st)
         return o.view(q.shape[0], Hq * layer.v_head_dim)
 
-    def _flat_rows(self, q_, k_cache, v_cache, layer, forward_batch, rows):
+    def _flat_rows(self, q_, k_cache, v_cache, layer, st: _DecodeState):
         """torch_native's own decode for the rows in no group. Returns ``[Bf, Hq, Dv]``."""
-        out = q_.new_empty((rows.numel(), layer.tp_q_head_num, layer.v_head_dim))
+        out = q_.new_empty((st.flat.numel(), layer.tp_q_head_num, layer.v_head_dim))
         self._run_sdpa_forward_decode(
-            q_[rows],
+            q_[st.flat],
             out,
             k_cache,
             v_cache,
             self.req_to_token_pool.req_to_token,
-            forward_batch.req_pool_indices[rows],
-            forward_batch.seq_lens[rows],
+            st.flat_req_pool_indices,
+            st.flat_seq_lens,
             None,
             scaling=layer.scaling,
             enable_gqa=layer.tp_q_head_num != layer.tp_k_head_num,

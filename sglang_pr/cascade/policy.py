@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sglang_pr.runtime_defaults import has_flag
+
 from .config import BACKEND_NAME
 
 _USER_CHOICE_FLAGS = (
@@ -29,10 +31,6 @@ _USER_CHOICE_FLAGS = (
 )
 
 
-def _has_flag(flags: Sequence[str], name: str) -> bool:
-    return any(f == name or f.startswith(name + "=") for f in flags)
-
-
 def should_use_cascade(user_flags: Sequence[str], has_accelerator: bool | None = None) -> bool:
     """True when ``serve`` should add :func:`cascade_server_flags` to the user's flags.
 
@@ -40,7 +38,7 @@ def should_use_cascade(user_flags: Sequence[str], has_accelerator: bool | None =
         user_flags: the SGLang flags the user passed (argv style, e.g. ``["--port", "30000"]``).
         has_accelerator: whether a GPU is present (default: ask the CPU platform plugin).
     """
-    if any(_has_flag(user_flags, f) for f in _USER_CHOICE_FLAGS):
+    if any(has_flag(user_flags, f) for f in _USER_CHOICE_FLAGS):
         return False
     if has_accelerator is None:
         from sglang_pr.cpu_platform import has_accelerator as _probe

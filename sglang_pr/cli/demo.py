@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 from sglang_pr.cli import CliError
@@ -50,8 +49,7 @@ class QuestionResult:
 
     @property
     def voted(self) -> int | None:
-        counts = Counter(a for a in self.branch_answers if a is not None)
-        return counts.most_common(1)[0][0] if counts else None
+        return task.majority(self.branch_answers)
 
 
 def fork_and_vote_program():

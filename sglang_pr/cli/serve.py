@@ -20,7 +20,7 @@ from sglang_pr.cli import CliError
 from sglang_pr.cpu_platform import has_accelerator
 from sglang_pr.model import SHIPPED_MODEL_DIR
 from sglang_pr.plugin import plugin_enabled
-from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS, cpu_dtype_for, cpu_torch_threads
+from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS, cpu_dtype_for, cpu_torch_threads, has_flag
 
 SGLANG_DEFAULT_HOST, SGLANG_DEFAULT_PORT = "127.0.0.1", 30000
 
@@ -47,10 +47,6 @@ def flag_value(argv: list[str], flag: str) -> str | None:
         elif arg.startswith(flag + "="):
             value = arg.split("=", 1)[1]
     return value
-
-
-def has_flag(argv: list[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 def build_server_argv(argv: list[str], gpu: bool | None = None) -> list[str]:

@@ -17,9 +17,17 @@ percentile survive. (The reference code's ``CONFIDENCE_PERCENTILE`` is 100 − �
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Method = Literal["sc", "deepconf_low", "deepconf_high", "deepconf"]
 ConfidenceKind = Literal["lowest_group", "bottom10", "tail", "mean"]
@@ -31,6 +39,20 @@ METHOD_ETA: dict[str, float] = {"deepconf_low": 10.0, "deepconf_high": 90.0}
 
 # Key under ``sampling_params.custom_params`` that carries TraceSettings into the scheduler.
 CUSTOM_PARAMS_KEY = "deepconf"
+# Finish-reason type of a trace stopped early (FinishLowConfidence in scheduler_hooks).
+LOW_CONFIDENCE = "low_confidence"
+# HTTP route of a whole fork group (routes.py serves it; demo and frontends call it).
+GROUP_PATH = "/sglang_pr/deepconf/group"
+
+
+def _positive(v: int) -> int:
+    if v <= 0:
+        raise ValueError("must be > 0")
+    return v
+
+
+# A count that must be > 0 (k, window, n_init, budget, width): one rule for both models.
+PositiveCount = Annotated[int, AfterValidator(_positive)]
 
 
 class DeepConfConfig(BaseModel):
@@ -46,12 +68,12 @@ class DeepConfConfig(BaseModel):
     # Percentage of traces kept (top-η %). None: the method's value (10 low, 90 high); must be
     # given for method="deepconf" and must not contradict a named method.
     eta: Optional[float] = None
-    k: int = Field(20, description="top-k log-probs averaged into a token confidence")
-    window: int = Field(2048, description="tokens per sliding group window")
-    n_init: int = Field(16, description="warm-up traces run to completion")
-    budget: int = Field(256, description="most traces per question (reference repo: 256)")
+    k: PositiveCount = Field(20, description="top-k log-probs averaged into a token confidence")
+    window: PositiveCount = Field(2048, description="tokens per sliding group window")
+    n_init: PositiveCount = Field(16, description="warm-up traces run to completion")
+    budget: PositiveCount = Field(256, description="most traces per question (reference repo: 256)")
     tau: float = Field(0.95, description="consensus: leading answer's vote share to stop")
-    width: int = Field(64, description="most traces running at once")
+    width: PositiveCount = Field(64, description="most traces running at once")
     consensus_stop: Optional[bool] = None  # None: on for DeepConf methods, off for "sc"
     weighted: Optional[bool] = None  # None: confidence-weighted for DeepConf, plain for "sc"
     vote_confidence: ConfidenceKind = "lowest_group"  # the online signal (paper, reference)
@@ -62,13 +84,6 @@ class DeepConfConfig(BaseModel):
     warmup_votes: WarmupVotes = "kept"
     extractor: Extractor = "task"
     answer_regex: Optional[str] = None  # required when extractor="regex" (group 1 = answer)
-
-    @field_validator("k", "window", "n_init", "budget", "width")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be > 0")
-        return v
 
     @field_validator("eta")
     @classmethod
@@ -131,16 +146,9 @@ class TraceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    k: int = _DEFAULTS["k"].default
-    window: int = _DEFAULTS["window"].default
+    k: PositiveCount = _DEFAULTS["k"].default
+    window: PositiveCount = _DEFAULTS["window"].default
     threshold: Optional[float] = None
-
-    @field_validator("k", "window")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be > 0")
-        return v
 
     @field_validator("threshold")
     @classmethod
@@ -211,3 +219,12 @@ def parse_trace_settings(data: Any, prefix: str = "custom_params.deepconf") -> T
         return TraceSettings(**data)
     except ValidationError as err:
         raise describe_validation_error(err, prefix) from None
+
+
+def requested(custom_params: Any) -> Any:
+    """The raw DeepConf settings a request's ``custom_params`` carry; None when it did not opt
+    in (no key, ``None`` or ``False``). Cheap: no validation."""
+    if not isinstance(custom_params, dict):
+        return None
+    raw = custom_params.get(CUSTOM_PARAMS_KEY)
+    return None if raw is None or raw is False else raw

@@ -16,9 +16,9 @@ from typing import Callable, Optional, Sequence
 
 import requests
 
+from sglang_pr.deepconf.config import GROUP_PATH
 from sglang_pr.model import task
 
-GROUP_PATH = "/sglang_pr/deepconf/group"
 # Sampling of the paper / reference repo (T = 0.6, top-p = 0.95).
 DEFAULT_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 160}
 # The shipped model's traces are ~20-100 tokens, so the window is about one step line

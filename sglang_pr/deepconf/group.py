@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Protocol
 
-from sglang_pr.deepconf.config import DeepConfConfig, TraceSettings
+from sglang_pr.deepconf.config import LOW_CONFIDENCE, DeepConfConfig, TraceSettings
 from sglang_pr.deepconf.extract import Extract, get_extractor
 from sglang_pr.deepconf.summary import percentile_threshold, summarize
 from sglang_pr.deepconf.vote import VoteResult, weighted_vote
@@ -158,7 +158,7 @@ class GroupRun:
         self._fill(rec, out)
         if phase != "warmup":
             self._maybe_vote(rec)
-        await self._emit({"event": "trace", "trace": self._public(rec),
+        await self._emit({"event": "trace", "trace": asdict(rec),
                           "vote": self.vote.to_dict()})
 
     def _fill(self, rec: TraceRecord, out: dict) -> None:
@@ -177,22 +177,29 @@ class GroupRun:
         rec.answer = self.extract(rec.text) if rec.text else None
 
     def _eligible(self, rec: TraceRecord) -> bool:
-        if rec.finish_type in ("low_confidence", "abort") or rec.answer is None:
+        if rec.finish_type in (LOW_CONFIDENCE, "abort") or rec.answer is None:
             return False
         if self.threshold is None or (rec.phase == "warmup" and self.cfg.warmup_votes == "all"):
             return True
         return rec.lowest is not None and rec.lowest >= self.threshold
 
-    def _maybe_vote(self, rec: TraceRecord) -> None:
+    def _mark(self, rec: TraceRecord) -> None:
         rec.voted = self._eligible(rec)
-        weighted = self.cfg.use_weighted_vote
-        rec.weight = (rec.lowest or 0.0) if weighted else 1.0
+        rec.weight = (rec.lowest or 0.0) if self.cfg.use_weighted_vote else 1.0
+
+    def _tally(self) -> None:
         voters = [t for t in self.traces if t.voted]
         self.vote = weighted_vote([t.answer for t in voters], [t.weight for t in voters])
 
+    def _maybe_vote(self, rec: TraceRecord) -> None:
+        self._mark(rec)
+        self._tally()
+
     def _revote(self) -> None:
+        """Every trace re-marked (the threshold changed), then one tally."""
         for rec in self.traces:
-            self._maybe_vote(rec)
+            self._mark(rec)
+        self._tally()
 
     def _consensus_reached(self) -> bool:
         if self.vote.answer is not None and self.vote.share >= self.cfg.tau:
@@ -214,7 +221,7 @@ class GroupRun:
             if rec.finish_type in (None, "abort"):  # a trace that ended on its own keeps its reason
                 rec.finish_reason = {**(rec.finish_reason or {}), "type": "abort",
                                      "message": "consensus reached"}
-            await self._emit({"event": "trace", "trace": self._public(rec),
+            await self._emit({"event": "trace", "trace": asdict(rec),
                               "vote": self.vote.to_dict()})
 
     def _abort_running(self, cancel: bool = False) -> None:
@@ -227,18 +234,15 @@ class GroupRun:
         if self.on_event is not None:
             await self.on_event(event)
 
-    def _public(self, rec: TraceRecord) -> dict:
-        return asdict(rec)
-
     def _result(self, wall_s: float) -> GroupResult:
         voters = [t for t in self.traces if t.voted and t.answer == self.vote.answer]
         best = max(voters, key=lambda t: t.weight, default=None)
         totals = {
             "generated_tokens": sum(t.tokens for t in self.traces),
             "traces_started": len(self.traces),
-            "traces_completed": sum(t.finish_type not in ("low_confidence", "abort")
+            "traces_completed": sum(t.finish_type not in (LOW_CONFIDENCE, "abort")
                                     for t in self.traces),
-            "stopped_early": sum(t.finish_type == "low_confidence" for t in self.traces),
+            "stopped_early": sum(t.finish_type == LOW_CONFIDENCE for t in self.traces),
             "aborted": sum(t.finish_type == "abort" for t in self.traces),
             "voters": sum(t.voted for t in self.traces),
             "consensus_reached": self.consensus,

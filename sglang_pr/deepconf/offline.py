@@ -21,15 +21,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
-from sglang_pr.deepconf.config import METHOD_ETA
+from sglang_pr.deepconf.config import LOW_CONFIDENCE, METHOD_ETA
 from sglang_pr.deepconf.extract import Extract, get_extractor
 from sglang_pr.deepconf.summary import TraceConfidence, summarize
 from sglang_pr.deepconf.vote import VoteResult, keep_top, weighted_vote
 
 VOTE_METHODS = ("majority", "weighted", "deepconf_low", "deepconf_high", "deepconf")
-LOW_CONFIDENCE = "low_confidence"  # finish-reason type of an early-stopped trace
 
 
 @dataclass
@@ -111,20 +110,11 @@ def offline_vote(traces: Sequence[Trace], method: str = "deepconf_low", *,
     confs = [t.confidence(confidence, window) if needs_conf else None for t in traces]
     if needs_conf and any(u and c is None for u, c in zip(usable, confs)):
         raise ValueError(f"method {method!r} needs per-trace confidences; some traces have none")
-    kept = list(usable)
-    if keep_eta is not None:
-        idx = [i for i, u in enumerate(usable) if u]
-        mask = keep_top([confs[i] for i in idx], keep_eta)
-        kept = [False] * len(traces)
-        for i, m in zip(idx, mask):
-            kept[i] = m
+    # keep_top never keeps a trace without a confidence, so unusable ones go in as None.
+    kept = list(usable) if keep_eta is None else \
+        keep_top([c if u else None for c, u in zip(confs, usable)], keep_eta)
     vote_answers = [a if k else None for a, k in zip(answers, kept)]
     weights = None if method == "majority" else [c if c is not None else 0.0 for c in confs]
     result = weighted_vote(vote_answers, weights)
     return OfflineResult(result.answer, result, kept, confs, answers)
 
-
-def answers_of(texts: Iterable[str], extractor: str = "task",
-               answer_regex: Optional[str] = None) -> list[Optional[str]]:
-    extract = get_extractor(extractor, answer_regex)
-    return [extract(t) for t in texts]

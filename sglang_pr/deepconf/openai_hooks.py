@@ -28,7 +28,12 @@ from typing import Any, Optional
 
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, ConfigError, parse_config, parse_trace_settings
+from sglang_pr.deepconf.config import (
+    ConfigError,
+    parse_config,
+    parse_trace_settings,
+    requested,
+)
 from sglang_pr.deepconf.group import GroupResult, GroupRun
 from sglang_pr.deepconf.server_backend import TokenizerManagerBackend, run_until_disconnect
 
@@ -46,11 +51,11 @@ async def _body(raw_request) -> Optional[dict]:
 
 
 def _single_trace_error(body: dict) -> Optional[str]:
-    custom = body.get("custom_params")
-    if not isinstance(custom, dict) or custom.get(CUSTOM_PARAMS_KEY) in (None, False):
+    raw = requested(body.get("custom_params"))
+    if raw is None:
         return None
     try:
-        settings = parse_trace_settings(custom[CUSTOM_PARAMS_KEY])
+        settings = parse_trace_settings(raw)
     except ConfigError as e:
         return str(e)
     if settings.stops:

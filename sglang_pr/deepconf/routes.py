@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from sglang_pr.deepconf.config import ConfigError, DeepConfConfig, parse_config
+from sglang_pr.deepconf.config import GROUP_PATH, ConfigError, DeepConfConfig, parse_config
 from sglang_pr.deepconf.group import GroupRun
 from sglang_pr.deepconf.server_backend import (
     RESERVED_SAMPLING,
@@ -36,7 +36,7 @@ from sglang_pr.deepconf.server_backend import (
 )
 
 router = APIRouter()
-PATH = "/sglang_pr/deepconf/group"
+PATH = GROUP_PATH
 BODY_FIELDS = {"text", "input_ids", "sampling_params", "deepconf", "stream", "return_confidences"}
 
 

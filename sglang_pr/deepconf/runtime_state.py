@@ -27,7 +27,12 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, ConfigError, TraceSettings, parse_trace_settings
+from sglang_pr.deepconf.config import (
+    ConfigError,
+    TraceSettings,
+    parse_trace_settings,
+    requested,
+)
 from sglang_pr.deepconf.tracker import ConfidenceTracker
 
 logger = logging.getLogger(__name__)
@@ -68,10 +73,8 @@ class TraceState:
 
 def settings_from_custom_params(custom_params: Any) -> Optional[TraceSettings]:
     """The request's TraceSettings, or None when it did not opt in (or they are invalid)."""
-    if not isinstance(custom_params, dict) or CUSTOM_PARAMS_KEY not in custom_params:
-        return None
-    raw = custom_params[CUSTOM_PARAMS_KEY]
-    if raw is None or raw is False:
+    raw = requested(custom_params)
+    if raw is None:
         return None
     try:
         return parse_trace_settings(raw)

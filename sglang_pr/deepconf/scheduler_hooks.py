@@ -25,12 +25,13 @@ import logging
 from sglang.srt.managers.schedule_batch import BaseFinishReason
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
+from sglang_pr.deepconf.config import LOW_CONFIDENCE
 from sglang_pr.deepconf.observer import PLAN_ATTR, DeepConfObserver, RowPlan, find_host_output
 from sglang_pr.deepconf.runtime_state import STATE_ATTR, record_confidences, state_of
 
 logger = logging.getLogger(__name__)
 
-FINISH_TYPE = "low_confidence"
+FINISH_TYPE = LOW_CONFIDENCE
 
 
 class FinishLowConfidence(BaseFinishReason):
@@ -152,9 +153,3 @@ def register_hooks() -> None:
     for target, hook, kind in TARGETS:
         HookRegistry.register(target, hook, kind)
 
-
-def is_low_confidence(finish_reason) -> bool:
-    """True for a finish-reason dict (or object) of an early-stopped trace."""
-    if isinstance(finish_reason, dict):
-        return finish_reason.get("type") == FINISH_TYPE
-    return isinstance(finish_reason, FinishLowConfidence)

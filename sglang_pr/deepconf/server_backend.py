@@ -18,7 +18,6 @@ from typing import Any, Awaitable, Optional, TypeVar
 from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, TraceSettings
 
 T = TypeVar("T")
-GROUP_FIELDS = ("text", "input_ids", "sampling_params")
 # How often a running group checks its client. SGLang's own per-request check fires only after a
 # request has waited seconds, and would free one branch at a time while the group starts more.
 DISCONNECT_POLL_S = 0.5

@@ -13,52 +13,47 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, parse_trace_settings
-from sglang_pr.deepconf.runtime_state import META_CONFIDENCES, META_SUMMARY
+from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, parse_trace_settings, requested
+from sglang_pr.deepconf.runtime_state import (
+    META_CONFIDENCES,
+    META_SUMMARY,
+    settings_from_custom_params,
+)
 from sglang_pr.deepconf.summary import summarize
 
 
 def _after_verify(result, params, *args, **kwargs) -> None:
-    custom = params.custom_params
-    if not isinstance(custom, dict) or CUSTOM_PARAMS_KEY not in custom:
-        return
-    raw = custom[CUSTOM_PARAMS_KEY]
-    if raw is None or raw is False:
+    raw = requested(params.custom_params)
+    if raw is None:
         return
     settings = parse_trace_settings(raw)  # ConfigError is a ValueError -> HTTP 400
-    params.custom_params = {**custom, CUSTOM_PARAMS_KEY: settings.to_custom_params()}
+    params.custom_params = {**params.custom_params, CUSTOM_PARAMS_KEY: settings.to_custom_params()}
 
 
-def request_window(obj) -> int | None:
-    """The DeepConf window of a GenerateReqInput's sampling params (None: not opted in)."""
+def _request_custom_params(obj) -> Any:
     sp = getattr(obj, "sampling_params", None)
-    custom = sp.get("custom_params") if isinstance(sp, dict) else None
-    if not isinstance(custom, dict):
-        return None
-    raw = custom.get(CUSTOM_PARAMS_KEY)
-    if raw is None or raw is False:
-        return None
-    try:
-        return parse_trace_settings(raw).window
-    except ValueError:
-        return None
+    return sp.get("custom_params") if isinstance(sp, dict) else None
 
 
 def _after_update_meta_info(result, manager, meta_info: dict, state, customized_info, index,
                             finish_reason, *args, **kwargs) -> None:
     if META_CONFIDENCES not in meta_info:
         return
-    window = request_window(state.obj)
-    if window is None:  # batched with DeepConf requests but did not opt in: hide the key
+    custom = _request_custom_params(state.obj)
+    if requested(custom) is None:  # batched with DeepConf requests but did not opt in: hide it
         meta_info.pop(META_CONFIDENCES, None)
         state.customized_info_accumulated.pop(META_CONFIDENCES, None)
         state.customized_info_reported_keys.discard(META_CONFIDENCES)
         return
-    if finish_reason is not None:
+    # Runs on every streamed chunk: validate the settings only once, when the trace finishes.
+    settings = settings_from_custom_params(custom) if finish_reason is not None else None
+    if settings is not None:
         confs = [c for c in meta_info[META_CONFIDENCES] if c is not None]
-        meta_info[META_SUMMARY] = summarize(confs, window).to_dict()
+        meta_info[META_SUMMARY] = summarize(confs, settings.window).to_dict()
 
 
 TARGETS = (

@@ -68,8 +68,9 @@ def typical_node_accept(
     entropy = -(p_all * logp_all).sum(-1)  # [bs, n] nats
     threshold = (float(delta) * torch.exp(-entropy)).clamp(max=float(epsilon))
     par = parent.clamp(min=0)
-    logp_parent = logp_all[:, par, :]  # [bs, n, V]: row i = distribution at parent(i)
-    logp = logp_parent.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [bs, n]
+    # log p_parent(i)(token_i), read in place (no [bs, n, V] copy of the parents' rows).
+    rows = torch.arange(logp_all.shape[0], device=logp_all.device)[:, None]
+    logp = logp_all[rows, par, tokens]  # [bs, n]
     accept = logp.exp() > threshold[:, par]
     accept[:, 0] = True
     logp[:, 0] = 0.0

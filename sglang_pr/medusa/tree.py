@@ -37,7 +37,7 @@ from typing import Sequence
 
 import torch
 
-Path_ = tuple[int, ...]
+from sglang_pr.medusa.config import Path_
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,6 @@ class MedusaTree:
     @property
     def max_depth(self) -> int:
         return int(self.retrieve_indices.shape[1]) - 1
-
-    @property
-    def num_heads_used(self) -> int:
-        return self.max_depth
 
     @classmethod
     def from_paths(

@@ -85,27 +85,28 @@ def verify_tree(
     bs, n, _ = logits.shape
     apply_sampling_adjustments(logits, sampling_info, n)
     greedy_rows = sampling_info.top_ks.view(-1) <= 1  # [bs] bool
+    all_greedy = bool(greedy_rows.all())  # one host sync per step
+    temps = sampling_info.temperatures.view(-1)
     g_accept, argmax = greedy_node_accept(tokens, logits, tree.parent)
-    if bool(greedy_rows.all()):
+    if all_greedy:
         node_accept, score = g_accept, None
     else:
-        temps = sampling_info.temperatures.view(-1)
         t_accept, logp = typical_node_accept(
             tokens, logits, tree.parent, temps, config.typical_epsilon, config.typical_delta
         )
         node_accept = torch.where(greedy_rows.view(-1, 1), g_accept, t_accept)
-        score = torch.where(greedy_rows.view(-1, 1), torch.zeros_like(logp), logp)
+        score = logp.masked_fill(greedy_rows.view(-1, 1), 0.0)
     best, num_drafts = select_longest_path(node_accept, tree.retrieve_indices, score)
     accept_nodes = accepted_node_indices(tree.retrieve_indices, best, num_drafts)
     last_node = accept_nodes.gather(1, num_drafts.view(-1, 1)).squeeze(1)
     rows = torch.arange(bs, device=logits.device)
     bonus = argmax[rows, last_node]
-    if not bool(greedy_rows.all()):
+    if not all_greedy:
         samp = ~greedy_rows
         bonus = bonus.clone()
         bonus[samp] = sample_rows(
             logits[rows[samp], last_node[samp]],
-            sampling_info.temperatures.view(-1)[samp],
+            temps[samp],
             sampling_info.top_ps.view(-1)[samp],
             sampling_info.top_ks.view(-1)[samp],
             sampling_info.min_ps.view(-1)[samp],

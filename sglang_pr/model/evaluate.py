@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from sglang_pr.model import SHIPPED_MODEL_DIR, task, tokenizer
+from sglang_pr.model.task import majority
 
 MAX_NEW_TOKENS = 160
 CONF_TOP_K = 20  # DeepConf's k
@@ -45,12 +46,6 @@ class Trace:
 
 
 # ----------------------------------------------------------------------------- scoring
-
-
-def majority(answers: list[int | None]) -> int | None:
-    """Most common extracted answer (unanswered traces do not vote); ties -> first seen."""
-    votes = Counter(a for a in answers if a is not None)
-    return votes.most_common(1)[0][0] if votes else None
 
 
 def score(problems: list[task.Problem], completions: list[list[str]], lengths: list[list[int]]) -> dict:

@@ -55,6 +55,13 @@ class ServerHandle:
             return ""
         return "\n".join(lines[-n_lines:])
 
+    def processes(self) -> list:
+        """The server's process tree now (launcher, tokenizer/HTTP, scheduler, detokenizer)."""
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        return [root, *root.children(recursive=True)]
+
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever is left after the timeout."""
         if self.proc.returncode is not None and not _group_alive(self.proc.pid):
@@ -95,10 +102,13 @@ def launch(
     env: dict[str, str] | None = None,
     log_path: str | Path | None = None,
     timeout_s: float = 180.0,
+    module: Sequence[str] = ("sglang_pr.cli", "serve"),
 ) -> ServerHandle:
     """Start ``sglang-pr serve`` and wait until /health answers 200.
 
     ``env`` entries are added to this process's environment (e.g. ``SGLANG_PLUGINS``).
+    ``module``: what ``python -P -m`` runs; ``("sglang.launch_server",)`` starts SGLang's own
+    launcher with exactly the given flags (no sglang-pr defaults).
     Raises ServerStartError (with the log tail) if the process exits or times out.
     """
     port = port or free_port()
@@ -114,7 +124,7 @@ def launch(
     proc = subprocess.Popen(
         # -P: never put the working directory on sys.path. Run from the repo root, it would
         # make our kernels/ directory shadow the PyPI package `kernels` that SGLang imports.
-        [sys.executable, "-P", "-m", "sglang_pr.cli", "serve", *argv],
+        [sys.executable, "-P", "-m", *module, *argv],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
@@ -149,3 +159,24 @@ def _wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
         f"sglang-pr serve not healthy after {timeout_s:.0f} s; log {handle.log_path}:\n"
         f"{handle.log_tail()}"
     )
+
+
+def server_cpu_seconds(procs: Sequence) -> tuple[float, float]:
+    """(CPU seconds of a server's process tree, of its scheduler process) used so far.
+
+    ``procs``: ``psutil.Process`` objects, e.g. from :meth:`ServerHandle.processes`. On a shared
+    machine wall time swings with other sessions' load; CPU time per token swings much less.
+    """
+    import psutil
+
+    total = sched = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            used = t.user + t.system
+            is_sched = "scheduler" in " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        total += used
+        sched += used if is_sched else 0.0
+    return total, sched
