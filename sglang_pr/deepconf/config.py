@@ -195,30 +195,28 @@ def describe_validation_error(err: ValidationError, prefix: str) -> ConfigError:
     return ConfigError(f"{field}: {msg}", field)
 
 
-def parse_config(data: Any, prefix: str = "deepconf") -> DeepConfConfig:
-    """Validate a group config from JSON; raises :class:`ConfigError` naming the field."""
-    if isinstance(data, DeepConfConfig):
+def _parse(model: type[BaseModel], data: Any, prefix: str):
+    """``model`` from a JSON object; raises :class:`ConfigError` naming the bad field."""
+    if isinstance(data, model):
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix}: must be an object", prefix)
     try:
-        return DeepConfConfig(**data)
+        return model(**data)
     except ValidationError as err:
         raise describe_validation_error(err, prefix) from None
+
+
+def parse_config(data: Any, prefix: str = "deepconf") -> DeepConfConfig:
+    """Validate a group config from JSON; raises :class:`ConfigError` naming the field."""
+    return _parse(DeepConfConfig, data, prefix)
 
 
 def parse_trace_settings(data: Any, prefix: str = "custom_params.deepconf") -> TraceSettings:
     """Validate per-request settings; raises :class:`ConfigError` naming the field."""
-    if isinstance(data, TraceSettings):
-        return data
     if data is True:  # {"deepconf": true}: track with the defaults
         return TraceSettings()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix}: must be an object", prefix)
-    try:
-        return TraceSettings(**data)
-    except ValidationError as err:
-        raise describe_validation_error(err, prefix) from None
+    return _parse(TraceSettings, data, prefix)
 
 
 def requested(custom_params: Any) -> Any:
