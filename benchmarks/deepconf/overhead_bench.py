@@ -114,6 +114,10 @@ def run_overhead(url: str, steps: int = 64, rounds: int = 3, prompt: str | None 
         "batch": BATCH, "vocab": vocab, "decode_steps": steps, "rounds": rounds,
         "decode_step_s_plain": step_plain, "decode_step_s_tracked": step_tracked,
         "end_to_end_overhead": step_tracked / step_plain - 1.0,
+        # each round's tracked/plain ratio, then the median: rounds run back to back, so this
+        # cancels load drift between rounds that the ratio of medians keeps
+        "end_to_end_overhead_paired": statistics.median(t / p for p, t in zip(plain, tracked))
+        - 1.0,
         "end_to_end_per_round": {"plain": plain, "tracked": tracked},
         "component_s_per_step": comp,
         "component_overhead": comp / step_plain,

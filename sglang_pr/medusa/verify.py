@@ -75,12 +75,15 @@ def verify_tree(
     sampling_info,
     config: MedusaConfig,
     generator: Optional[torch.Generator] = None,
+    seq_lens: Optional[torch.Tensor] = None,
 ) -> VerifyResult:
     """Accept per request: greedy where top_k == 1, typical acceptance elsewhere.
 
     Args:
         tokens: [bs, n] int64 tree tokens; logits: [bs, n, V] verify logits (modified in place
         by penalties / logit bias, as SGLang's sampler does).
+        seq_lens: [bs] prefix lengths; with the batch's ``sampling_seed`` they seed the bonus
+        token at its node's position (prefix + depth), so seeded requests are reproducible.
     """
     bs, n, _ = logits.shape
     apply_sampling_adjustments(logits, sampling_info, n)
@@ -111,8 +114,18 @@ def verify_tree(
             sampling_info.top_ks.view(-1)[samp],
             sampling_info.min_ps.view(-1)[samp],
             generator,
+            *_seeded(sampling_info, tree, seq_lens, last_node, samp),
         )
     return _pack(tokens, accept_nodes, num_drafts, last_node, bonus)
+
+
+def _seeded(sampling_info, tree: MedusaTree, seq_lens, last_node, samp) -> tuple:
+    """``(seeds, positions)`` of the sampled rows for seeded sampling, or ``(None, None)``."""
+    seeds = getattr(sampling_info, "sampling_seed", None)
+    if seeds is None or seq_lens is None:
+        return None, None
+    positions = seq_lens.view(-1).long() + tree.depth[last_node]  # [bs] position of the node
+    return seeds.view(-1)[samp], positions[samp]
 
 
 def _pack(tokens, accept_nodes, num_drafts, last_node, bonus) -> VerifyResult:

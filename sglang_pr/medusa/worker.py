@@ -177,7 +177,8 @@ class MedusaWorker(BaseSpecWorker):
         res = self.target_worker.forward_batch_generation(batch, is_verify=True)
         out = res.logits_output
         logits = out.next_token_logits.view(bs, n, -1)
-        vr = verify_tree(self.tree, tokens, logits, batch.sampling_info, self.config)
+        vr = verify_tree(self.tree, tokens, logits, batch.sampling_info, self.config,
+                         seq_lens=seq_lens)
         self._commit_kv(out_cache_loc, vr)
         last_hidden = out.hidden_states.view(bs, n, -1)[
             torch.arange(bs, device=self.device), vr.last_node

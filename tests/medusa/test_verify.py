@@ -60,3 +60,16 @@ def test_logit_bias_applies_to_every_tree_row():
     si.logit_bias = bias
     vr = verify_tree(TREE, tokens, logits, si, MedusaConfig())
     assert vr.num_drafts.tolist() == [0] and vr.accept_tokens.tolist() == [[11, 0, 0]]
+
+
+def test_seeded_bonus_token_is_reproducible():
+    # Flat logits: the bonus is a real draw; with a sampling_seed it is the same draw each time.
+    tokens = torch.tensor([[3, 7, 1, 5]]).repeat(64, 1)
+    logits = torch.zeros(64, 4, 12)
+    si = info([50] * 64, [1.0] * 64)
+    si.sampling_seed = torch.arange(64)
+    seq_lens = torch.full((64,), 10)
+    runs = [verify_tree(TREE, tokens, logits.clone(), si, MedusaConfig(), seq_lens=seq_lens)
+            for _ in range(2)]
+    assert torch.equal(runs[0].accept_tokens, runs[1].accept_tokens)
+    assert len(set(runs[0].accept_tokens[:, -1].tolist() + runs[0].accept_tokens[:, 0].tolist())) > 2
