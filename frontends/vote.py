@@ -30,10 +30,6 @@ class VoteExpr(SglExprList):
                           SglVarScopeEnd(name)])
         self.name, self.answer, self.result = name, answer, result
 
-    @property
-    def var_name(self) -> str:
-        return f"{self.name}_vote"
-
 
 def _states(forks: Union[ProgramStateGroup, Iterable[ProgramState]]) -> list[ProgramState]:
     return list(forks.states) if isinstance(forks, ProgramStateGroup) else list(forks)

@@ -18,6 +18,7 @@ more than a loop of small per-item ops, even for 8-token suffixes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -136,9 +137,7 @@ class _Workspace:
         self._bufs: dict[tuple, torch.Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        numel = 1
-        for d in shape:
-            numel *= d
+        numel = math.prod(shape)
         key = (name, like.dtype, like.device)
         buf = self._bufs.get(key)
         if buf is None or buf.numel() < numel:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Callable, Optional, Protocol
+from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence
 
 from sglang_pr.deepconf.config import LOW_CONFIDENCE, DeepConfConfig, TraceSettings
 from sglang_pr.deepconf.extract import Extract, get_extractor
@@ -80,6 +80,12 @@ class GroupResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def most_confident(traces: Sequence[TraceRecord]) -> Optional[TraceRecord]:
+    """The trace with the largest vote weight (ties: the higher lowest-group confidence)."""
+    return max(traces, key=lambda t: (t.weight, (t.confidence or {}).get("lowest_group") or 0.0),
+               default=None)
 
 
 Event = Callable[[dict], Awaitable[None]]
@@ -236,7 +242,7 @@ class GroupRun:
 
     def _result(self, wall_s: float) -> GroupResult:
         voters = [t for t in self.traces if t.voted and t.answer == self.vote.answer]
-        best = max(voters, key=lambda t: t.weight, default=None)
+        best = most_confident(voters)
         totals = {
             "generated_tokens": sum(t.tokens for t in self.traces),
             "traces_started": len(self.traces),

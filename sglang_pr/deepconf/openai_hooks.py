@@ -34,7 +34,7 @@ from sglang_pr.deepconf.config import (
     parse_trace_settings,
     requested,
 )
-from sglang_pr.deepconf.group import GroupResult, GroupRun
+from sglang_pr.deepconf.group import GroupResult, GroupRun, most_confident
 from sglang_pr.deepconf.server_backend import TokenizerManagerBackend, run_until_disconnect
 
 OPENAI_FINISH = ("stop", "length")
@@ -131,8 +131,7 @@ def _chosen(result: GroupResult):
     """The trace whose text answers: the most confident voter for the answer, else any."""
     voters = [t for t in result.traces if t.voted and t.answer == result.answer]
     pool = voters or [t for t in result.traces if t.finish_type in OPENAI_FINISH] or result.traces
-    return max(pool, key=lambda t: (t.weight, (t.confidence or {}).get("lowest_group") or 0.0),
-               default=None)
+    return most_confident(pool)
 
 
 def _response(serving, request, result: GroupResult):

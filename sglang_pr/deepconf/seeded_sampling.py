@@ -97,6 +97,16 @@ def cpu_multinomial_with_seed(logprobs: torch.Tensor, seed: torch.Tensor,
     return torch.argmax(gumbel + logprobs.to(torch.float64), dim=1, keepdim=True)
 
 
+def multinomial_with_seed(logprobs: torch.Tensor, seed: torch.Tensor,
+                          positions: torch.Tensor) -> torch.Tensor:
+    """SGLang's seeded sampler on any device: the eager twin on CPU, SGLang's own elsewhere."""
+    if logprobs.device.type == "cpu":
+        return cpu_multinomial_with_seed(logprobs, seed, positions)
+    from sglang.srt.layers import sampler
+
+    return sampler.multinomial_with_seed(logprobs, seed, positions)
+
+
 def _around_multinomial_with_seed(original, logprobs, seed, positions):
     if logprobs.device.type == "cpu":
         return cpu_multinomial_with_seed(logprobs, seed, positions)

@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from sglang_pr.deepconf.seeded_sampling import multinomial_with_seed
+
 
 def greedy_node_accept(
     tokens: torch.Tensor, logits: torch.Tensor, parent: torch.Tensor
@@ -128,8 +130,8 @@ def sample_rows(
 
     Args:
         logits: [m, V]; temperature/top_p/min_p: [m] float; top_k: [m] int (>= 1).
-        seeds, positions: [m] int; when given, each row is drawn by :func:`seeded_choice`, so a
-            request's ``sampling_seed`` reproduces the same tokens.
+        seeds, positions: [m] int; when given, each row is drawn with SGLang's seeded sampler
+            (hash of seed and position), so a request's ``sampling_seed`` reproduces its tokens.
     Returns:
         [m] int64 sampled token ids.
     """
@@ -142,59 +144,8 @@ def sample_rows(
     drop[:, 0] = False  # the most likely token always survives
     sorted_p = sorted_p.masked_fill(drop, 0.0)
     if seeds is not None:
-        choice = seeded_choice(sorted_p.double().log(), seeds, positions)  # [m, 1]
+        choice = multinomial_with_seed(sorted_p.double().log(), seeds, positions)  # [m, 1]
     else:
         choice = torch.multinomial(sorted_p, 1, generator=generator)  # [m, 1]
     return sorted_idx.gather(1, choice).squeeze(1)
 
-
-_M32 = 0xFFFFFFFF
-
-
-def _mul32(a: torch.Tensor, c: int) -> torch.Tensor:
-    """``a * c mod 2**32`` for int64 ``a`` in [0, 2**32): split so no product overflows int64."""
-    return (a * (c & 0xFFFF) + ((a * (c >> 16)) & 0xFFFF) * 65536) & _M32
-
-
-def _rotl32(x: torch.Tensor, r: int) -> torch.Tensor:
-    return ((x << r) | (x >> (32 - r))) & _M32
-
-
-def _murmur_mix(h: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    k = _mul32(_rotl32(_mul32(k, 0xCC9E2D51), 15), 0x1B873593)
-    return (_mul32(_rotl32(h ^ k, 13), 5) + 0xE6546B64) & _M32
-
-
-def murmur_hash32(seeds: torch.Tensor, positions: torch.Tensor, num_cols: int) -> torch.Tensor:
-    """MurmurHash3 (32-bit) of the words seed low, seed high, position, column, per cell.
-
-    The hash SGLang's seeded sampler uses (its Triton kernel; on CPU it needs an sgl-kernel CPU
-    build), in plain torch. seeds, positions: [m] int. Returns [m, num_cols] int64 in
-    [0, 2**32).
-    """
-    seeds = seeds.to(torch.int64).view(-1, 1)  # [m, 1]
-    pos = positions.to(device=seeds.device, dtype=torch.int64).view(-1, 1) & _M32
-    cols = torch.arange(num_cols, device=seeds.device, dtype=torch.int64).view(1, -1)
-    h = torch.zeros_like(seeds)
-    for word in (seeds & _M32, (seeds >> 32) & _M32, pos):
-        h = _murmur_mix(h, word)
-    h = _murmur_mix(h.expand(-1, num_cols), cols.expand(h.shape[0], -1))  # [m, V]
-    h = h ^ 16  # length of the hashed key in bytes
-    h = _mul32(h ^ (h >> 16), 0x85EBCA6B)
-    h = _mul32(h ^ (h >> 13), 0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
-def seeded_choice(logp: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Gumbel-max draw per row from :func:`murmur_hash32`: no RNG state, as SGLang's
-    ``multinomial_with_seed`` (uniform -> Gumbel noise in float64, argmax of logp + noise).
-
-    Args:
-        logp: [m, V] log-probabilities (``-inf`` = never drawn); seeds, positions: [m] int.
-    Returns:
-        [m, 1] int64 column indices.
-    """
-    u = murmur_hash32(seeds.to(logp.device), positions, logp.shape[1]).double() / _M32  # [m, V]
-    # clamp both ends: u == 0 or 1 would give an infinite Gumbel noise
-    noise = -torch.log(-torch.log(u).clamp(min=torch.finfo(u.dtype).min, max=-(2.0**-32)))
-    return torch.argmax(logp.double() + noise, dim=1, keepdim=True)

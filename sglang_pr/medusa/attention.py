@@ -87,7 +87,7 @@ class MedusaTreeAttnBackend(TorchNativeAttnBackend):
             )
 
     def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True):
-        if self._tree_layout is None or not is_medusa_verify(forward_batch):
+        if self._tree_layout is None:  # set per batch by init_forward_metadata for a verify
             return super().forward_extend(q, k, v, layer, forward_batch, save_kv_cache)
         if save_kv_cache and k is not None and v is not None:
             self.token_to_kv_pool.set_kv_buffer(

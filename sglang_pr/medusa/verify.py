@@ -88,7 +88,8 @@ def verify_tree(
     bs, n, _ = logits.shape
     apply_sampling_adjustments(logits, sampling_info, n)
     greedy_rows = sampling_info.top_ks.view(-1) <= 1  # [bs] bool
-    all_greedy = bool(greedy_rows.all())  # one host sync per step
+    # SGLang keeps the all-greedy flag on the host; the tensor check (a sync) only when it is off
+    all_greedy = bool(getattr(sampling_info, "is_all_greedy", False)) or bool(greedy_rows.all())
     temps = sampling_info.temperatures.view(-1)
     g_accept, argmax = greedy_node_accept(tokens, logits, tree.parent)
     if all_greedy:

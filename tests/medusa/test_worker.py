@@ -31,7 +31,10 @@ MEDUSA_ARGS = ["--speculative-algorithm", "MEDUSA", "--speculative-draft-model-p
 
 @pytest.fixture(scope="module")
 def medusa_url(sglang_server_factory) -> str:
-    return sglang_server_factory("medusa", extra_args=MEDUSA_ARGS, model_path=MODEL).base_url
+    # Seeded sampling on (sglang_pr/deepconf/seeded_sampling.py): on a CPU, SGLang honours a
+    # request's sampling_seed only with it; greedy requests are unaffected.
+    return sglang_server_factory("medusa", extra_args=MEDUSA_ARGS, model_path=MODEL,
+                                 env={"SGLANG_PR_SEEDED_SAMPLING": "1"}).base_url
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +97,16 @@ def test_mixed_batch_with_joins_leaves_and_sampling(medusa_url, prompts, referen
         assert o["text"] == (ref if i % 3 else ref[:24]), i  # 1 token = 1 character
     assert all(o["meta_info"]["completion_tokens"] > 0 for o in late["out"])
     assert sum(o["meta_info"].get("spec_verify_ct", 0) for o in late["out"]) > 0
+
+
+def test_sampling_seed_reproduces_sampled_medusa_output(medusa_url, prompts):
+    def sampled(seed: int) -> dict:
+        return {"temperature": 3.0, "max_new_tokens": 24, "sampling_seed": seed}  # flat: real draws
+
+    a, b = (generate(medusa_url, prompts[0], sampled(7))[0] for _ in range(2))
+    assert a["text"] == b["text"] and a["meta_info"]["spec_verify_ct"] > 0
+    others = {generate(medusa_url, prompts[0], sampled(s))[0]["text"] for s in (8, 9, 10)}
+    assert others != {a["text"]}  # the seed, not a fixed stream, decides the draw
 
 
 def test_radix_prefix_reuse_keeps_outputs(medusa_url, prompts, reference):
