@@ -87,3 +87,30 @@ def test_runs_of_consecutive_slots_are_read_as_slices():
     o_r, s_r = attention_lse_ref(q, k, v, work, 0.3)
     assert (o.double() - o_r).abs().max() <= 1e-6
     assert (s.double() - s_r).abs().max() <= 1e-6
+
+
+def test_short_one_row_items_are_batched_padded_and_split(monkeypatch):
+    """Short suffixes go through the padded batch path; a small slot budget forces several
+    batches. Rows 1 and 6 are covered by no item and must stay empty states."""
+    import sglang_pr.kernels.torch_impl as ti
+
+    monkeypatch.setattr(ti, "_SHORT_SLOTS", 12)
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(500, 2, 16, generator=g)
+    v = torch.randn(500, 2, 16, generator=g)
+    q = torch.randn(8, 6, 16, generator=g)  # GQA 3
+    lens = {0: 5, 2: 1, 3: 4, 4: 5, 5: 2, 7: 3}
+    perm = torch.randperm(499, generator=g) + 1  # never slot 0, the padding placeholder
+    starts = torch.cumsum(torch.tensor([0, *lens.values()]), 0).tolist()
+    slots = [perm[starts[i] : starts[i + 1]] for i in range(len(lens))]
+    work = make_worklist([[r] for r in lens], slots)
+    impl = TorchAttentionLSE(work)
+    assert not impl.chunked and len(impl.short) >= 3
+    assert sorted(r for sb in impl.short for r in sb.rows.tolist()) == sorted(lens)
+    assert any(sb.pad is not None for sb in impl.short)
+    o, s = impl.run(q, k, v, 0.25)
+    o_r, s_r = attention_lse_ref(q, k, v, work, 0.25)
+    covered = list(lens)
+    assert (o[covered].double() - o_r[covered]).abs().max() <= 1e-6
+    assert (s[covered].double() - s_r[covered]).abs().max() <= 1e-6
+    assert (o[[1, 6]] == 0).all() and torch.isinf(s[[1, 6]]).all()
