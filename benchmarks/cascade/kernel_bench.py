@@ -14,6 +14,13 @@ shared with other jobs that is what a step costs a core; wall-clock times are re
 KV bytes are what each algorithm reads from the KV pool (from the work lists: tokens x KV heads
 x head dim x 2 (K and V) x bytes per element), not a hardware counter. The bound is
 n(P+S) / (P+nS), the KV-read ratio.
+
+The bound assumes both sides are memory-bound. Cascade does the same FLOPs as flat (every query
+still meets every key: 4 * n * Hq * D * (P+S)), only with fewer bytes, so it cannot beat the
+time those FLOPs take at the device's matmul rate. Each row records that floor:
+``compute_floor_s`` = FLOPs / the float32 matmul rate measured at the start of the run
+(``matmul_gflops``, one 1024^3 matmul on the same threads), and ``compute_bound_speedup`` =
+flat_s / compute_floor_s, the most any exact float32 cascade could reach here.
 """
 
 from __future__ import annotations
@@ -76,7 +83,18 @@ def _torch_native_fn(sc: ForkScenario):
     return fn
 
 
-def bench_one(P, n, S, heads, device, impl, reps, with_torch_native) -> dict:
+def matmul_gflops(device: str, size: int = 1024, reps: int = 10) -> float:
+    """Float32 matmul rate (GFLOP/s) on ``device`` with the current torch threads."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    timer = _timer(device)
+    for _ in range(3):
+        a @ b
+    best = min(timer(lambda: a @ b)[1] for _ in range(reps))
+    return 2 * size**3 / best / 1e9
+
+
+def bench_one(P, n, S, heads, device, impl, reps, with_torch_native, gflops=None) -> dict:
     hq, hkv, d = heads
     sc = make_scenario(1, n, P, S, hq, hkv, d, page_size=1, device=device, seed=P + n + S,
                        vary_suffix=False)
@@ -116,6 +134,10 @@ def bench_one(P, n, S, heads, device, impl, reps, with_torch_native) -> dict:
     )
     if with_torch_native:
         row["speedup_vs_torch_native"] = row["torch_native_s"] / row["cascade_s"]
+    if gflops:
+        flops = 4 * n * hq * d * (P + S)  # QK^T and PV, identical for flat and cascade
+        row.update(matmul_gflops=gflops, compute_floor_s=flops / (gflops * 1e9))
+        row["compute_bound_speedup"] = row["flat_s"] / row["compute_floor_s"]
     return row
 
 
@@ -125,12 +147,15 @@ def run_kernel_bench(device="cpu", impl="auto", heads=(32, 8, 128), reps=3, grid
     grid = grid or [(P, n, S) for P in GRID_P for n in GRID_N for S in GRID_S]
     if with_torch_native is None:
         with_torch_native = device == "cpu"
+    gflops = matmul_gflops(device)
+    log(f"float32 matmul: {gflops:.0f} GFLOP/s")
     rows = []
     for P, n, S in grid:
-        row = bench_one(P, n, S, heads, device, impl, reps, with_torch_native)
+        row = bench_one(P, n, S, heads, device, impl, reps, with_torch_native, gflops)
         rows.append(row)
         tn = f" torch_native {row['torch_native_s'] * 1e3:8.1f} ms" if with_torch_native else ""
         log(f"P={P:5d} n={n:2d} S={S:3d}  flat {row['flat_s'] * 1e3:8.1f} ms  cascade "
             f"{row['cascade_s'] * 1e3:7.1f} ms  x{row['speedup']:.2f} of bound {row['bound']:.2f}"
-            f" ({row['fraction_of_bound']:.0%}){tn}")
+            f" ({row['fraction_of_bound']:.0%}; compute floor allows x"
+            f"{row['compute_bound_speedup']:.1f}){tn}")
     return rows

@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--overhead-steps", type=int, default=256)
     ap.add_argument("--overhead-rounds", type=int, default=15,
-                    help="alternating plain/tracked rounds (the end-to-end figure is a median)")
+                    help="plain/tracked rounds in ABBA order (the end-to-end figure is a median)")
     ap.add_argument("--deepconf-extra", type=json.loads, default={},
                     help='extra DeepConfConfig fields for the DeepConf methods, as JSON')
     ap.add_argument("--out", default=str(RESULTS / "deepconf.json"))
@@ -196,8 +196,10 @@ def main(argv=None) -> int:
                             "max_new_tokens", "temperature", "top_p", "deepconf_extra")},
                         groups_elapsed_s=time.perf_counter() - start)
         if args.part in ("all", "overhead"):
+            procs = server.processes() if server is not None else None
             data["overhead"] = {**run_overhead(url, steps=args.overhead_steps,
-                                                rounds=args.overhead_rounds),
+                                                rounds=args.overhead_rounds,
+                                                server_processes=procs),
                                 "date": meta["date"], "command": meta["command"]}
     finally:
         if server is not None:

@@ -6,8 +6,11 @@
   decode step time at batch 32.
 * ``end_to_end``: 32 concurrent requests decoding ``steps`` tokens (``ignore_eos``) on the
   server, with and without ``custom_params.deepconf`` (threshold -inf, so both decode the same
-  number of tokens), alternated over several rounds; per-step time = wall / steps. On a shared
-  CPU this is noisy; the component figure is the precise one.
+  number of tokens), over several rounds in ABBA order (the variant that goes first alternates,
+  so load that drifts during a round hits both alike); per-step time = wall / steps. When the
+  benchmark owns the server it also records the server's CPU seconds per step (all its
+  processes: scheduler, tokenizer, detokenizer), which waiting for a core on a shared machine
+  does not inflate. Wall time stays noisy here; the component figure is the precise one.
 """
 
 from __future__ import annotations
@@ -98,27 +101,52 @@ def _batch_wall(url: str, prompt: str, steps: int, tracked: bool) -> float:
     return time.perf_counter() - t0
 
 
-def run_overhead(url: str, steps: int = 64, rounds: int = 3, prompt: str | None = None) -> dict:
+def _paired(plain: list[float], tracked: list[float]) -> dict:
+    """Median and quartiles over rounds of tracked/plain - 1 (rounds run back to back, so the
+    per-round ratio cancels load drift between rounds that a ratio of medians keeps)."""
+    q1, med, q3 = statistics.quantiles([t / p - 1.0 for p, t in zip(plain, tracked)], n=4)
+    return {"median": med, "iqr": [q1, q3]}
+
+
+def run_overhead(url: str, steps: int = 64, rounds: int = 4, prompt: str | None = None,
+                 server_processes=None) -> dict:
+    """``server_processes``: ``psutil`` processes of the server (only when the benchmark started
+    it), for CPU seconds per step beside wall time."""
+    from sglang_pr.server.launcher import server_cpu_seconds
+
     prompt = prompt or heldout_set(1)[0].prompt  # the task module's own prompt format
     vocab = int(requests.get(url + "/get_model_info", timeout=30).json().get("vocab_size", 0)
                 or 0) or _vocab_from_server(url)
     requests.post(url + "/generate", json={"text": prompt, "sampling_params": {
         "max_new_tokens": 0}}, timeout=60)  # cache the prompt for both variants
-    plain, tracked = [], []
-    for _ in range(rounds):  # alternate, so drifting load hits both alike
-        plain.append(_batch_wall(url, prompt, steps, False) / steps)
-        tracked.append(_batch_wall(url, prompt, steps, True) / steps)
+    wall = {False: [], True: []}
+    cpu = {False: [], True: []}
+    for i in range(rounds):
+        for tracked in ((False, True) if i % 2 == 0 else (True, False)):  # ABBA
+            c0 = server_cpu_seconds(server_processes)[0] if server_processes else 0.0
+            wall[tracked].append(_batch_wall(url, prompt, steps, tracked) / steps)
+            if server_processes:
+                cpu[tracked].append((server_cpu_seconds(server_processes)[0] - c0) / steps)
+    plain, tracked = wall[False], wall[True]
     step_plain, step_tracked = statistics.median(plain), statistics.median(tracked)
     comp = component_seconds_per_step(vocab)
+    paired = _paired(plain, tracked)
+    out_cpu = {}
+    if server_processes:
+        cpu_paired = _paired(cpu[False], cpu[True])
+        out_cpu = {"server_cpu_s_per_step_plain": statistics.median(cpu[False]),
+                   "server_cpu_s_per_step_tracked": statistics.median(cpu[True]),
+                   "server_cpu_overhead_paired": cpu_paired["median"],
+                   "server_cpu_overhead_paired_iqr": cpu_paired["iqr"],
+                   "server_cpu_per_round": {"plain": cpu[False], "tracked": cpu[True]}}
     return {
-        "batch": BATCH, "vocab": vocab, "decode_steps": steps, "rounds": rounds,
+        "batch": BATCH, "vocab": vocab, "decode_steps": steps, "rounds": rounds, "order": "ABBA",
         "decode_step_s_plain": step_plain, "decode_step_s_tracked": step_tracked,
         "end_to_end_overhead": step_tracked / step_plain - 1.0,
-        # each round's tracked/plain ratio, then the median: rounds run back to back, so this
-        # cancels load drift between rounds that the ratio of medians keeps
-        "end_to_end_overhead_paired": statistics.median(t / p for p, t in zip(plain, tracked))
-        - 1.0,
+        "end_to_end_overhead_paired": paired["median"],
+        "end_to_end_overhead_paired_iqr": paired["iqr"],
         "end_to_end_per_round": {"plain": plain, "tracked": tracked},
+        **out_cpu,
         "component_s_per_step": comp,
         "component_overhead": comp / step_plain,
         "target": 0.03,
