@@ -104,7 +104,10 @@ def _batch_wall(url: str, prompt: str, steps: int, tracked: bool) -> float:
 def _paired(plain: list[float], tracked: list[float]) -> dict:
     """Median and quartiles over rounds of tracked/plain - 1 (rounds run back to back, so the
     per-round ratio cancels load drift between rounds that a ratio of medians keeps)."""
-    q1, med, q3 = statistics.quantiles([t / p - 1.0 for p, t in zip(plain, tracked)], n=4)
+    ratios = [t / p - 1.0 for p, t in zip(plain, tracked)]
+    if len(ratios) < 2:  # quartiles need two rounds
+        return {"median": ratios[0], "iqr": None}
+    q1, med, q3 = statistics.quantiles(ratios, n=4)
     return {"median": med, "iqr": [q1, q3]}
 
 
