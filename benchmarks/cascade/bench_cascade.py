@@ -36,9 +36,7 @@ def targets(kernel: list[dict], e2e: list[dict], device: str) -> dict:
     if key:
         out["kernel_P8192_n16"] = {
             f"S={r['S']}": {"fraction_of_bound": r["fraction_of_bound"],
-                            **({"compute_bound_speedup": r["compute_bound_speedup"],
-                                "fraction_of_compute_bound":
-                                r["speedup"] / min(r["bound"], r["compute_bound_speedup"])}
+                            **({"compute_bound_speedup": r["compute_bound_speedup"]}
                                if "compute_bound_speedup" in r else {}),
                             **({"fraction_of_bound_vs_torch_native":
                                 r["speedup_vs_torch_native"] / r["bound"]}
