@@ -11,15 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import requests
-
-from sglang_pr.deepconf.config import GROUP_PATH
+from sglang_pr.deepconf.client import GroupError, post_group
 from sglang_pr.frontends.vote import VoteExpr
 
-
-
-class GroupError(RuntimeError):
-    """The server refused or failed the group (the message names the field on a 400)."""
+__all__ = ["GroupError", "deepconf_group"]
 
 
 def deepconf_group(s, name: str, *, sampling_params: Optional[dict] = None,
@@ -30,13 +25,7 @@ def deepconf_group(s, name: str, *, sampling_params: Optional[dict] = None,
     base_url = getattr(backend, "base_url", None)
     if base_url is None:
         raise GroupError("deepconf_group needs an SGLang RuntimeEndpoint backend")
-    body = {"text": s.text(), "sampling_params": dict(sampling_params or {}),
-            "deepconf": deepconf}
-    resp = requests.post(base_url + GROUP_PATH, json=body, timeout=timeout_s,
-                         headers={"Authorization": f"Bearer {backend.api_key}"}
-                         if getattr(backend, "api_key", None) else None)
-    if resp.status_code != 200:
-        raise GroupError(f"{GROUP_PATH} -> HTTP {resp.status_code}: {resp.text[:500]}")
-    result = resp.json()
+    result = post_group(base_url, s.text(), deepconf, sampling_params, timeout_s=timeout_s,
+                        api_key=getattr(backend, "api_key", None))
     executor.set_var(f"{name}_group", result)
     return VoteExpr(name, result.get("answer"), result)

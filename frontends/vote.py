@@ -38,10 +38,7 @@ def _states(forks: Union[ProgramStateGroup, Iterable[ProgramState]]) -> list[Pro
 def _trace(state: ProgramState, name: str) -> Trace:
     text = state[name]  # waits for the generation
     meta = state.get_meta_info(name) or {}
-    summ = meta.get("deepconf")
-    summary = TraceConfidence(**{k: summ.get(k) for k in
-                                 ("lowest_group", "bottom10", "tail", "mean", "n_tokens")}) \
-        if isinstance(summ, dict) else None
+    summary = TraceConfidence.from_dict(meta.get("deepconf"))
     finish = meta.get("finish_reason")
     return Trace(text=text if isinstance(text, str) else str(text), summary=summary,
                  finish_reason=finish.get("type") if isinstance(finish, dict) else finish,

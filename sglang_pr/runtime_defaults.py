@@ -16,15 +16,20 @@ CPU_SERVER_DEFAULTS: dict[str, object] = {
     "sampling_backend": "pytorch",  # no sgl-kernel sampling ops on a CPU
 }
 
+# CUDA graphs off, as flags (--disable-cuda-graph is deprecated in 0.5.23 in favour of these
+# two): a CPU has none, and the cascade backend plans every decode batch on the host.
+NO_CUDA_GRAPH_FLAGS: dict[str, str] = {
+    "--cuda-graph-backend-decode": "disabled",
+    "--cuda-graph-backend-prefill": "disabled",
+}
+
 # The same, plus settings argparse cannot tell "unset" from "default" for, as flags that
 # `sglang-pr serve` adds when the user did not pass them.
 CPU_SERVER_FLAGS: dict[str, str | None] = {
     "--device": "cpu",
     "--attention-backend": "torch_native",
     "--sampling-backend": "pytorch",
-    # No CUDA graphs (--disable-cuda-graph is deprecated in 0.5.23 in favour of these two).
-    "--cuda-graph-backend-decode": "disabled",
-    "--cuda-graph-backend-prefill": "disabled",
+    **NO_CUDA_GRAPH_FLAGS,
     # Overlap scheduling needs a second CUDA stream; on CPU it only adds a thread hop.
     "--disable-overlap-schedule": None,
     # Without a cap the KV pool takes ~72 % of RAM (15 GB, 30 s to allocate on 24 GiB).
@@ -57,6 +62,16 @@ def cpu_dtype_for(model_path: str | Path) -> str:
     cfg = json.loads(cfg_file.read_text())
     stored = cfg.get("torch_dtype") or cfg.get("dtype") or "float32"
     return "float32" if stored == "float32" else "bfloat16"
+
+
+def flags_argv(flags: dict[str, str | None]) -> list[str]:
+    """``{"--a": "1", "--b": None}`` -> ``["--a", "1", "--b"]`` (None = a switch)."""
+    return [x for flag, value in flags.items() for x in (flag, value) if x is not None]
+
+
+def add_unset_flags(argv: list[str], flags: dict[str, str | None]) -> list[str]:
+    """``argv`` plus each of ``flags`` the user did not set (see :func:`flags_argv`)."""
+    return list(argv) + flags_argv({f: v for f, v in flags.items() if not has_flag(argv, f)})
 
 
 def has_flag(argv, flag: str) -> bool:

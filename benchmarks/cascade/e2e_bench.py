@@ -34,8 +34,12 @@ from pathlib import Path
 import requests
 import torch
 
-from sglang_pr.cascade.policy import cascade_server_flags
-from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS, has_flag
+from sglang_pr.runtime_defaults import (
+    CPU_SERVER_FLAGS,
+    NO_CUDA_GRAPH_FLAGS,
+    add_unset_flags,
+    flags_argv,
+)
 from sglang_pr.server.launcher import ServerHandle, launch, server_cpu_seconds
 
 # A wider model of the shipped architecture (Llama, GQA 4): attention over a 2k prefix is a real
@@ -72,11 +76,9 @@ def server_argv(model: Path, backend: str, gpu: bool) -> list[str]:
             "--max-total-tokens", "32768", "--dtype", "bfloat16" if gpu else "float32"]
     argv += ["--decode-log-interval", str(LOG_INTERVAL)]
     if not gpu:
-        for flag, value in CPU_SERVER_FLAGS.items():
-            if not has_flag(argv, flag):
-                argv += [flag] if value is None else [flag, value]
+        argv = add_unset_flags(argv, CPU_SERVER_FLAGS)
     elif backend == "cascade":
-        argv += cascade_server_flags(True)[2:]  # the CUDA-graph flags after the backend choice
+        argv += flags_argv(NO_CUDA_GRAPH_FLAGS)
     return argv
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead_bench import run_overhead  # noqa: E402
 
 from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
-from sglang_pr.deepconf.demo import DEFAULT_SAMPLING, run_group  # noqa: E402
+from sglang_pr.deepconf.demo import DEFAULT_SAMPLING, MethodStats, run_group  # noqa: E402
 from sglang_pr.model import task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -52,9 +52,7 @@ def run_groups(url: str, args) -> tuple[list[dict], list[dict]]:
     sampling = {**DEFAULT_SAMPLING, "max_new_tokens": args.max_new_tokens,
                 "temperature": args.temperature, "top_p": args.top_p}
     keys = [(m, n) for n in args.budgets for m in args.methods]
-    agg = {k: {"method": k[0], "budget": k[1], "n_questions": 0, "correct": 0,
-               "generated_tokens": 0, "wall_s": 0.0, "server_wall_s": 0.0, "traces": 0,
-               "stopped_early": 0, "aborted": 0, "consensus": 0} for k in keys}
+    agg = {k: MethodStats(*k) for k in keys}
     per_question = []
     for qi, p in enumerate(problems):
         row = {"prompt": p.prompt, "answer": p.answer, "results": {}}
@@ -62,29 +60,16 @@ def run_groups(url: str, args) -> tuple[list[dict], list[dict]]:
             cfg = {"method": m, "budget": n, "window": args.window, "width": args.width or n,
                    "n_init": min(args.n_init, n), **(args.deepconf_extra if m != "sc" else {})}
             d, elapsed = run_group(url, p.prompt, cfg, sampling)
-            t, a = d["totals"], agg[(m, n)]
-            a["n_questions"] += 1
-            a["correct"] += d["answer"] == str(p.answer)
-            a["generated_tokens"] += t["generated_tokens"]
-            a["wall_s"] += elapsed
-            a["server_wall_s"] += t["wall_s"]
-            a["traces"] += t["traces_started"]
-            a["stopped_early"] += t["stopped_early"]
-            a["aborted"] += t["aborted"]
-            a["consensus"] += bool(t["consensus_reached"])
-            row["results"][f"{m}@{n}"] = {"answer": d["answer"], "tokens": t["generated_tokens"],
-                                          "traces": t["traces_started"], "wall_s": elapsed,
-                                          "threshold": d["threshold"]}
+            agg[(m, n)].add(d, elapsed, str(p.answer))
+            row["results"][f"{m}@{n}"] = {"answer": d["answer"],
+                                          "tokens": d["totals"]["generated_tokens"],
+                                          "traces": d["totals"]["traces_started"],
+                                          "wall_s": elapsed, "threshold": d["threshold"]}
         per_question.append(row)
         print(f"[{qi + 1}/{len(problems)}] " + "  ".join(
-            f"{m}@{n}: {a['correct']}/{a['n_questions']} {a['generated_tokens']}t"
+            f"{m}@{n}: {a.correct}/{a.n_questions} {a.generated_tokens}t"
             for (m, n), a in agg.items()), flush=True)
-    runs = []
-    for a in agg.values():
-        q = max(1, a["n_questions"])
-        runs.append({**a, "accuracy": a["correct"] / q, "traces_per_question": a["traces"] / q,
-                     "tokens_per_question": a["generated_tokens"] / q})
-    return runs, per_question
+    return [a.row() for a in agg.values()], per_question
 
 
 def accuracy_diff_ci(per_question: list[dict], budget: int, reps: int = 2000) -> list[float]:

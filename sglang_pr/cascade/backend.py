@@ -27,6 +27,7 @@ from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBack
 from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 
 from sglang_pr.kernels import CascadeDecode, WorkList, resolve_impl
+from sglang_pr.runtime_defaults import NO_CUDA_GRAPH_FLAGS, flags_argv
 
 from .config import BACKEND_NAME, CascadeConfig
 from .plan import CascadePlan, build_plan
@@ -87,7 +88,7 @@ class CascadeAttnBackend(TorchNativeAttnBackend):
         raise RuntimeError(
             f"the {BACKEND_NAME} attention backend plans every decode batch on the host and "
             "cannot be captured in a CUDA graph: start the server with "
-            "--cuda-graph-backend-decode disabled --cuda-graph-backend-prefill disabled"
+            + " ".join(flags_argv(NO_CUDA_GRAPH_FLAGS))
         )
 
     def init_forward_metadata(self, forward_batch):

@@ -10,7 +10,7 @@ Rule:
   costs at most its per-batch plan (measured 0.4-1 ms of CPU for 16-64 running requests of
   2k tokens) and reads each shared prefix once per group instead of once per branch;
 * on a GPU, no (opt in with :func:`cascade_server_flags`, which also turns CUDA graphs off with
-  0.5.23's ``--cuda-graph-backend-{decode,prefill} disabled``): SGLang's GPU
+  :data:`~sglang_pr.runtime_defaults.NO_CUDA_GRAPH_FLAGS`): SGLang's GPU
   backends (FlashInfer/FA3) with CUDA graphs are faster for ungrouped decode, the cascade plan
   is host-side and cannot be graph-captured, and its Triton path has not been timed on a GPU yet.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sglang_pr.runtime_defaults import has_flag
+from sglang_pr.runtime_defaults import NO_CUDA_GRAPH_FLAGS, flags_argv, has_flag
 
 from .config import BACKEND_NAME
 
@@ -51,6 +51,5 @@ def cascade_server_flags(has_accelerator: bool = False) -> list[str]:
     """SGLang flags that select the backend (a GPU also needs CUDA graphs off)."""
     flags = ["--attention-backend", BACKEND_NAME]
     if has_accelerator:
-        flags += ["--cuda-graph-backend-decode", "disabled",
-                  "--cuda-graph-backend-prefill", "disabled"]
+        flags += flags_argv(NO_CUDA_GRAPH_FLAGS)
     return flags

@@ -20,7 +20,13 @@ from sglang_pr.cli import CliError
 from sglang_pr.cpu_platform import has_accelerator
 from sglang_pr.model import SHIPPED_MODEL_DIR
 from sglang_pr.plugin import plugin_enabled
-from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS, cpu_dtype_for, cpu_torch_threads, has_flag
+from sglang_pr.runtime_defaults import (
+    CPU_SERVER_FLAGS,
+    add_unset_flags,
+    cpu_dtype_for,
+    cpu_torch_threads,
+    has_flag,
+)
 
 SGLANG_DEFAULT_HOST, SGLANG_DEFAULT_PORT = "127.0.0.1", 30000
 
@@ -62,9 +68,7 @@ def build_server_argv(argv: list[str], gpu: bool | None = None) -> list[str]:
         out += cascade_server_flags(gpu)
     if gpu:
         return out
-    for flag, value in CPU_SERVER_FLAGS.items():
-        if not has_flag(out, flag):
-            out += [flag] if value is None else [flag, value]
+    out = add_unset_flags(out, CPU_SERVER_FLAGS)
     if not has_flag(out, "--dtype"):
         out += ["--dtype", cpu_dtype_for(model_path)]
     return out

@@ -14,9 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
-import requests
-
-from sglang_pr.deepconf.config import GROUP_PATH
+from sglang_pr.deepconf.client import post_group
 from sglang_pr.model import task
 
 # Sampling of the paper / reference repo (T = 0.6, top-p = 0.95).
@@ -33,11 +31,27 @@ class MethodStats:
     n_questions: int = 0
     correct: int = 0
     generated_tokens: int = 0
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # client-side, summed over questions
+    server_wall_s: float = 0.0  # the server's own group time (``totals.wall_s``)
     traces: int = 0
     stopped_early: int = 0
+    aborted: int = 0
     consensus: int = 0
     answers: list = field(default_factory=list)
+
+    def add(self, response: dict, elapsed_s: float, truth: str) -> None:
+        """Count one group response (``POST /sglang_pr/deepconf/group``) against ``truth``."""
+        t = response["totals"]
+        self.n_questions += 1
+        self.correct += response["answer"] == truth
+        self.generated_tokens += t["generated_tokens"]
+        self.wall_s += elapsed_s
+        self.server_wall_s += t["wall_s"]
+        self.traces += t["traces_started"]
+        self.stopped_early += t["stopped_early"]
+        self.aborted += t["aborted"]
+        self.consensus += bool(t["consensus_reached"])
+        self.answers.append(response["answer"])
 
     @property
     def accuracy(self) -> float:
@@ -56,12 +70,8 @@ def run_group(url: str, prompt: str, deepconf: dict, sampling: dict,
               timeout_s: float = 900.0) -> tuple[dict, float]:
     """One group through the server; returns (response JSON, client-side seconds)."""
     start = time.perf_counter()
-    r = requests.post(url + GROUP_PATH, json={"text": prompt, "sampling_params": sampling,
-                                              "deepconf": deepconf}, timeout=timeout_s)
-    elapsed = time.perf_counter() - start
-    if r.status_code != 200:
-        raise RuntimeError(f"{GROUP_PATH} -> {r.status_code}: {r.text[:300]}")
-    return r.json(), elapsed
+    d = post_group(url, prompt, deepconf, sampling, timeout_s=timeout_s)
+    return d, time.perf_counter() - start
 
 
 def side_by_side(url: str, n_questions: int = 20, budget: int = 16,
@@ -76,16 +86,7 @@ def side_by_side(url: str, n_questions: int = 20, budget: int = 16,
         for m in methods:
             cfg = {"method": m, "budget": budget, "window": window, "width": budget,
                    "n_init": min(16, budget), **(extra or {})}
-            d, elapsed = run_group(url, p.prompt, cfg, sampling)
-            st, t = stats[m], d["totals"]
-            st.n_questions += 1
-            st.correct += d["answer"] == str(p.answer)
-            st.generated_tokens += t["generated_tokens"]
-            st.wall_s += elapsed
-            st.traces += t["traces_started"]
-            st.stopped_early += t["stopped_early"]
-            st.consensus += bool(t["consensus_reached"])
-            st.answers.append(d["answer"])
+            stats[m].add(*run_group(url, p.prompt, cfg, sampling), str(p.answer))
         if progress is not None:
             progress(qi + 1, len(problems))
     return list(stats.values())

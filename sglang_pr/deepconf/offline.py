@@ -57,12 +57,8 @@ class Trace:
         finish = d.get("finish_reason", meta.get("finish_reason"))
         if isinstance(finish, dict):
             finish = finish.get("type")
-        summary = None
-        if isinstance(summ, dict) and "lowest_group" in summ:
-            summary = TraceConfidence(**{k: summ.get(k) for k in
-                                         ("lowest_group", "bottom10", "tail", "mean")},
-                                      n_tokens=int(summ.get("n_tokens") or 0))
-        return cls(text=d.get("text", ""), confidences=confs, summary=summary,
+        return cls(text=d.get("text", ""), confidences=confs,
+                   summary=TraceConfidence.from_dict(summ),
                    answer=d.get("answer"), finish_reason=finish,
                    tokens=int(d.get("tokens", meta.get("completion_tokens", 0)) or 0))
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -53,6 +53,14 @@ class TraceConfidence:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Optional["TraceConfidence"]:
+        """From a server's per-trace summary (``meta_info["deepconf"]``); None if ``d`` is none."""
+        if not isinstance(d, dict) or "lowest_group" not in d:
+            return None
+        kinds = ("lowest_group", "bottom10", "tail", "mean")
+        return cls(**{k: d.get(k) for k in kinds}, n_tokens=int(d.get("n_tokens") or 0))
 
 
 def summarize(confs: Sequence[float], window: int) -> TraceConfidence:

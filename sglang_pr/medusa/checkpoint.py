@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,19 +34,6 @@ _KEY = re.compile(r"^(\d+)\.(\d+)\.(linear\.weight|linear\.bias|weight)$")
 
 class MedusaHeadsError(ValueError):
     """A heads directory that cannot serve this base model (raised at startup)."""
-
-
-@dataclass(frozen=True)
-class HeadsFileInfo:
-    path: str
-    num_heads: int
-    num_layers: int
-    hidden_size: int
-    vocab_size: int
-    base_model: Optional[str]
-    tree: Optional[tuple[tuple[int, ...], ...]]
-    top_k: Optional[int]
-    shared_lm_head: bool  # legacy checkpoint: projections copied from the base lm_head
 
 
 def is_medusa_dir(path: str | Path) -> bool:
@@ -176,11 +162,14 @@ def load_heads(
     base_lm_head: Optional[torch.Tensor] = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-) -> tuple[MedusaHeads, HeadsFileInfo]:
-    """Load heads and check them against the base model's hidden size and vocab size."""
+) -> MedusaHeads:
+    """Load heads and check them against the base model's hidden size and vocab size.
+
+    The tree and top-k a heads directory carries are read by
+    :func:`sglang_pr.medusa.settings.resolve_medusa_config` (one place for the decoding side).
+    """
     p = Path(path)
     num_heads, num_layers, shared = check_heads(p, hidden_size=hidden_size, vocab_size=vocab_size)
-    cfg = read_heads_config(p)
     state = _read_state(p)
     heads = MedusaHeads(hidden_size, vocab_size, num_heads, num_layers)
     if shared:
@@ -191,17 +180,4 @@ def load_heads(
         blocks.update({k: v.float() for k, v in state.items()})
         state = blocks
     heads.import_state_dict({k: v.float() for k, v in state.items()})
-    ours = cfg.get("sglang_pr") or {}
-    tree = ours.get("tree")
-    info = HeadsFileInfo(
-        path=str(p),
-        num_heads=num_heads,
-        num_layers=num_layers,
-        hidden_size=hidden_size,
-        vocab_size=vocab_size,
-        base_model=cfg.get("base_model_name_or_path"),
-        tree=tuple(tuple(int(r) for r in t) for t in tree) if tree else None,
-        top_k=int(ours["top_k"]) if "top_k" in ours else None,
-        shared_lm_head=shared,
-    )
-    return heads.to(device=device, dtype=dtype).eval(), info
+    return heads.to(device=device, dtype=dtype).eval()

@@ -76,7 +76,7 @@ class MedusaWorker(BaseSpecWorker):
         model = self.model_runner.model
         lm_head = getattr(getattr(model, "lm_head", None), "weight", None)
         self.lm_head_weight = lm_head  # DeepConf's first-token confidence (confidence_bridge)
-        heads, _ = load_heads(
+        heads = load_heads(
             path,
             hidden_size=mc.hidden_size,
             vocab_size=mc.vocab_size,

@@ -14,7 +14,8 @@ def test_side_by_side_aggregates(monkeypatch):
         sc = deepconf["method"] == "sc"
         answer = str(p.answer) if sc or p is not problems[0] else "wrong"
         totals = {"generated_tokens": 100 if sc else 30, "traces_started": 8 if sc else 3,
-                  "stopped_early": 0 if sc else 1, "consensus_reached": not sc}
+                  "stopped_early": 0 if sc else 1, "consensus_reached": not sc,
+                  "aborted": 0, "wall_s": 0.4 if sc else 0.1}
         return {"answer": answer, "totals": totals}, 0.5 if sc else 0.2
 
     monkeypatch.setattr(demo, "run_group", fake_run_group)
@@ -25,5 +26,8 @@ def test_side_by_side_aggregates(monkeypatch):
     assert sc.accuracy == 1.0 and abs(low.accuracy - 2 / 3) < 1e-9
     assert (sc.generated_tokens, low.generated_tokens) == (300, 90)
     assert low.consensus == 3 and low.stopped_early == 3
+    assert abs(sc.wall_s - 1.5) < 1e-9 and abs(low.server_wall_s - 0.3) < 1e-9
+    row = low.row()
+    assert "answers" not in row and row["tokens_per_question"] == 30 and row["aborted"] == 0
     table = demo.format_table(rows)
     assert "deepconf_low" in table and "0.30" in table  # 90 / 300 tokens vs sc

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from sglang_pr.deepconf.summary import group_confidences, percentile_threshold, summarize
+from sglang_pr.deepconf.summary import (
+    TraceConfidence,
+    group_confidences,
+    percentile_threshold,
+    summarize,
+)
 
 
 def _direct_groups(c, w):
@@ -35,6 +40,14 @@ def test_empty_trace():
     s = summarize([], 4)
     assert s.lowest_group is None and s.n_tokens == 0
     assert group_confidences([], 4).size == 0
+
+
+def test_summary_round_trips_through_its_dict_and_non_summaries_give_none():
+    s = summarize([3, 1, 2, 4], window=2)
+    assert TraceConfidence.from_dict(s.to_dict()) == s
+    assert TraceConfidence.from_dict({**s.to_dict(), "n_tokens": None}).n_tokens == 0
+    for not_a_summary in (None, [1.0], {"mean": 1.0}):
+        assert TraceConfidence.from_dict(not_a_summary) is None
 
 
 def test_percentile_threshold_direction():

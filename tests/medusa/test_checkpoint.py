@@ -14,6 +14,7 @@ from sglang_pr.medusa.checkpoint import (
     save_heads,
 )
 from sglang_pr.medusa.heads import MedusaHeads
+from sglang_pr.medusa.settings import resolve_medusa_config
 
 torch.set_num_threads(1)
 
@@ -31,10 +32,12 @@ def test_round_trip_with_tree(tmp_path):
     heads = trained_heads()
     save_heads(tmp_path, heads, base_model="m", tree=[(0,), (0, 0)], top_k=4)
     assert is_medusa_dir(tmp_path)
-    loaded, info = load_heads(tmp_path, hidden_size=16, vocab_size=20)
+    loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20)
     h = torch.randn(3, 16)
     torch.testing.assert_close(loaded(h), heads(h))
-    assert info.tree == ((0,), (0, 0)) and info.top_k == 4 and info.num_heads == 3
+    # The decoding side reads the tree and top-k the directory carries.
+    cfg = resolve_medusa_config(str(tmp_path), env="")
+    assert cfg.tree == ((0,), (0, 0)) and cfg.top_k == 4 and cfg.num_heads == 3
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["medusa_num_heads"] == 3 and cfg["medusa_num_layers"] == 1
 
@@ -44,9 +47,11 @@ def test_reference_format_without_our_keys(tmp_path):
     save_file(heads.export_state_dict(), str(tmp_path / "medusa_lm_head.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps(
         {"medusa_num_heads": 3, "medusa_num_layers": 1, "base_model_name_or_path": "x"}))
-    loaded, info = load_heads(tmp_path, hidden_size=16, vocab_size=20)
+    loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20)
     torch.testing.assert_close(loaded(torch.ones(1, 16)), heads(torch.ones(1, 16)))
-    assert info.tree is None and not info.shared_lm_head
+    assert not check_heads(tmp_path, hidden_size=16, vocab_size=20)[2]  # own projections
+    # No tree of its own: the default tree cut to the file's 3 heads.
+    assert max(len(p) for p in resolve_medusa_config(str(tmp_path), env="").tree) == 3
 
 
 def test_legacy_pt_without_projection_uses_base_lm_head(tmp_path):
@@ -55,8 +60,8 @@ def test_legacy_pt_without_projection_uses_base_lm_head(tmp_path):
     torch.save(blocks, tmp_path / "medusa_lm_head.pt")
     (tmp_path / "config.json").write_text(json.dumps({"medusa_num_heads": 3}))
     lm = torch.randn(20, 16)
-    loaded, info = load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm)
-    assert info.shared_lm_head
+    loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm)
+    assert check_heads(tmp_path, hidden_size=16, vocab_size=20)[2]  # projections shared
     x = torch.randn(2, 16)
     block = heads.heads[1][0]
     torch.testing.assert_close(loaded(x)[:, 1], block(x) @ lm.T)
