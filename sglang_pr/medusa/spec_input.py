@@ -72,11 +72,18 @@ class MedusaSpecInput(NgramVerifyInput):
         """FlashInfer/Triton layout: per request, rows = tree nodes, cols = prefix + tree.
 
         Flattened row-major per request and concatenated: request b contributes
-        n * (prefix_b + n) booleans, prefix columns all True, then ``tree_mask``.
+        n * (prefix_b + n) booleans, prefix columns all True, then ``tree_mask``. Built in one
+        pass for the whole batch (no per-request ops). Worked example: n = 2,
+        ``tree_mask = [[1 0] [1 1]]``, prefixes [1, 3] give
+        ``[1 1 0 | 1 1 1]`` + ``[1 1 1 1 0 | 1 1 1 1 1]`` (``|`` between rows).
         """
-        n = self.draft_token_num
-        parts = []
-        for prefix in seq_lens_cpu:
-            ones = torch.ones(n, int(prefix), dtype=torch.bool, device=self.tree_mask.device)
-            parts.append(torch.cat([ones, self.tree_mask], dim=1).flatten())
-        return torch.cat(parts)
+        n, dev = self.draft_token_num, self.tree_mask.device
+        prefix = torch.tensor(seq_lens_cpu, dtype=torch.long, device=dev)  # [bs]
+        width = prefix + n  # [bs] columns per row
+        total = n * int(sum(seq_lens_cpu)) + n * n * len(seq_lens_cpu)  # host-side: no sync
+        req = torch.repeat_interleave(torch.arange(len(seq_lens_cpu), device=dev), n * width,
+                                      output_size=total)  # [total] request of each element
+        start = torch.cumsum(n * width, 0) - n * width  # [bs] first element of each request
+        off = torch.arange(total, device=dev) - start[req]  # [total] offset in its request
+        row, col = off // width[req], off % width[req] - prefix[req]  # col < 0: a prefix column
+        return (col < 0) | self.tree_mask[row, col.clamp(min=0)]

@@ -22,3 +22,23 @@ def test_gpu_custom_mask_layout():
     m = v.build_gpu_custom_mask([1, 3])
     # request 0: rows [1 | 1 0], [1 | 1 1]; request 1: rows [1 1 1 | 1 0], [1 1 1 | 1 1]
     assert m.int().tolist() == [1, 1, 0, 1, 1, 1] + [1, 1, 1, 1, 0, 1, 1, 1, 1, 1]
+
+
+def _mask_per_request(tree_mask, prefixes):
+    """The layout written out request by request (the reference for the batched build)."""
+    n = tree_mask.shape[0]
+    return torch.cat([torch.cat([torch.ones(n, p, dtype=torch.bool), tree_mask], 1).flatten()
+                      for p in prefixes])
+
+
+def test_gpu_custom_mask_matches_per_request_layout_on_a_real_tree():
+    from sglang_pr.medusa.config import MedusaConfig
+    from sglang_pr.medusa.tree import MedusaTree
+
+    cfg = MedusaConfig()
+    tree = MedusaTree.from_paths(cfg.effective_tree, cfg.top_k)
+    n = tree.num_nodes
+    v = MedusaSpecInput(draft_token_num=n, draft_token=torch.zeros(3 * n, dtype=torch.long),
+                        tree_mask=tree.mask)
+    prefixes = [1, 57, 0, 300]
+    assert torch.equal(v.build_gpu_custom_mask(prefixes), _mask_per_request(tree.mask, prefixes))
