@@ -207,6 +207,22 @@ class TritonCascade:
             self.launch.append((lv, m_tiles, splits, chunk, base))
             base += splits
         self.num_states = base
+        self._parts: tuple | None = None  # (key, o_part, s_part), see _partials
+
+    def _partials(self, B: int, Hq: int, Dv: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split-state stack ``[S, B, Hq, Dv]`` / ``[S, B, Hq]``, made once per plan.
+
+        Why once: the plan fixes which (split, row, head) entries have keys, so every layer's
+        run overwrites exactly the same entries and the rest stay ``(0, -inf)``; zero-filling
+        it again per layer would cost two launches and a write of the whole stack.
+        """
+        key = (B, Hq, Dv, torch.device(device))
+        if self._parts is None or self._parts[0] != key:
+            o_part = torch.zeros((self.num_states, B, Hq, Dv), dtype=torch.float32, device=device)
+            s_part = torch.full((self.num_states, B, Hq), float("-inf"), dtype=torch.float32,
+                                device=device)
+            self._parts = (key, o_part, s_part)
+        return self._parts[1], self._parts[2]
 
     def run(
         self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float
@@ -219,10 +235,7 @@ class TritonCascade:
         Hkv, Dv = v_cache.shape[1], v_cache.shape[2]
         gqa = Hq // Hkv
         q = q.contiguous()
-        o_part = torch.zeros((self.num_states, B, Hq, Dv), dtype=torch.float32, device=q.device)
-        s_part = torch.full(
-            (self.num_states, B, Hq), float("-inf"), dtype=torch.float32, device=q.device
-        )
+        o_part, s_part = self._partials(B, Hq, Dv, q.device)
         ieee = q.dtype == torch.float32
         for lv, m_tiles, splits, chunk, base in self.launch:
             _worklist_attn_kernel[(lv.num_items, Hkv * m_tiles, splits)](
