@@ -189,22 +189,27 @@ class TritonCascade:
     """
 
     BLOCK_N = 32
-    BLOCK_M = 16  # tl.dot needs >= 16 rows
+    # Query rows per tile, per level: tl.dot needs >= 16; up to 64 so that a fork group's
+    # n * GQA rows (64 for 16 branches at GQA 4) share one tile and the prefix is read once
+    # per KV head and split, not once per 16 rows.
+    MIN_BLOCK_M, MAX_BLOCK_M = 16, 64
 
     def __init__(self, levels: list[WorkList], num_heads_kv: int, gqa: int):
         self.levels = [lv for lv in levels if lv.num_items]
         sms = _num_sms(self.levels[0].device) if self.levels else 1
-        self.launch = []  # (worklist, m_tiles, splits, chunk_len, split_base)
+        self.launch = []  # (worklist, block_m, m_tiles, splits, chunk_len, split_base)
         base = 0
         for lv in self.levels:
-            m_tiles = triton.cdiv(lv.max_qo_len * gqa, self.BLOCK_M)
+            rows = lv.max_qo_len * gqa
+            block_m = min(self.MAX_BLOCK_M, max(self.MIN_BLOCK_M, triton.next_power_of_2(rows)))
+            m_tiles = triton.cdiv(rows, block_m)
             blocks = triton.cdiv(max(lv.max_kv_len, 1), self.BLOCK_N)
             ctas = lv.num_items * num_heads_kv * m_tiles
             # Enough splits for ~2 waves of CTAs, never more than there are KV blocks.
             splits = max(1, min(blocks, triton.cdiv(2 * sms, ctas)))
             chunk = triton.cdiv(blocks, splits) * self.BLOCK_N
             splits = triton.cdiv(max(lv.max_kv_len, 1), chunk)
-            self.launch.append((lv, m_tiles, splits, chunk, base))
+            self.launch.append((lv, block_m, m_tiles, splits, chunk, base))
             base += splits
         self.num_states = base
         self._parts: tuple | None = None  # (key, o_part, s_part), see _partials
@@ -237,7 +242,7 @@ class TritonCascade:
         q = q.contiguous()
         o_part, s_part = self._partials(B, Hq, Dv, q.device)
         ieee = q.dtype == torch.float32
-        for lv, m_tiles, splits, chunk, base in self.launch:
+        for lv, block_m, m_tiles, splits, chunk, base in self.launch:
             _worklist_attn_kernel[(lv.num_items, Hkv * m_tiles, splits)](
                 q, k_cache, v_cache, o_part, s_part,
                 lv.qo_indptr, lv.qo_rows, lv.kv_indptr, lv.kv_indices,
@@ -247,7 +252,7 @@ class TritonCascade:
                 o_part.stride(0), o_part.stride(1), o_part.stride(2),
                 s_part.stride(0), s_part.stride(1),
                 GQA=gqa, D=D, DV=Dv, BLOCK_D=triton.next_power_of_2(D),
-                BLOCK_DV=triton.next_power_of_2(Dv), BLOCK_M=self.BLOCK_M,
+                BLOCK_DV=triton.next_power_of_2(Dv), BLOCK_M=block_m,
                 BLOCK_N=self.BLOCK_N, IEEE=ieee,
             )
         o = torch.empty((B, Hq, Dv), dtype=q.dtype, device=q.device)

@@ -20,9 +20,10 @@ import torch
 CASES = [
     (1, 4, 37, 9, 8, 2, 1, 1),
     (3, 2, 100, 1, 4, 4, 16, 0),
-    (2, 16, 64, 33, 8, 1, 16, 2),
+    (2, 16, 64, 33, 8, 1, 16, 2),  # GQA 8 x 16 branches = 128 rows: two 64-row tiles
     (1, 1, 1, 1, 8, 2, 1, 0),
-    (1, 3, 200, 5, 16, 2, 4, 1),  # GQA 8 x 3 branches = 24 tile rows: two M tiles
+    (1, 3, 200, 5, 16, 2, 4, 1),  # GQA 8 x 3 branches = 24 rows: one 32-row tile, 8 padded
+    (1, 20, 50, 3, 16, 4, 1, 0),  # GQA 4 x 20 branches = 80 rows: a full and a partial tile
 ]
 
 _SCRIPT = textwrap.dedent(
@@ -100,3 +101,17 @@ def test_triton_merge_state_on_gpu_matches_torch():
     v_t, s_t = merge_state(va, sa, vb, sb, impl="triton")
     v_c, s_c = merge_state(va, sa, vb, sb, impl="torch")
     assert torch.allclose(v_t, v_c, atol=1e-5) and torch.allclose(s_t, s_c, atol=1e-5)
+
+
+def test_plan_puts_a_fork_group_in_one_tile():
+    """16 branches x GQA 4 = 64 query rows: one tile, so each split reads the prefix once."""
+    pytest.importorskip("triton")
+    from sglang_pr.kernels.testing import make_scenario
+    from sglang_pr.kernels.triton_impl import TritonCascade
+
+    sc = make_scenario(1, 16, 64, 4, num_heads=32, num_kv_heads=8, head_dim=16)
+    prefix, suffix = TritonCascade(sc.levels(), 8, 4).launch
+    assert prefix[1:3] == (64, 1)  # (block_m, m_tiles)
+    assert suffix[1:3] == (16, 1)  # one row x GQA 4, padded to tl.dot's minimum of 16
+    big = make_scenario(1, 20, 64, 4, num_heads=32, num_kv_heads=8, head_dim=16)
+    assert TritonCascade(big.levels(), 8, 4).launch[0][1:3] == (64, 2)  # 80 rows
