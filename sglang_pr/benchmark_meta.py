@@ -31,21 +31,19 @@ def machine() -> dict:
 
 
 def versions() -> dict:
-    """Versions of the stack that produced the numbers (triton only where installed)."""
-    import sglang
-    import transformers
+    """Versions of the stack that produced the numbers; a package that is not installed is
+    left out (the GPU device machines run the kernel benchmark without sglang)."""
+    import importlib
 
     import sglang_pr
 
-    out = {"sglang": sglang.__version__, "sglang_pr": sglang_pr.__version__,
-           "torch": torch.__version__, "transformers": transformers.__version__}
-    try:
-        import triton
-
-        out["triton"] = triton.__version__
-    except ImportError:
-        pass
-    return out
+    out = {"sglang_pr": sglang_pr.__version__, "torch": torch.__version__}
+    for name in ("sglang", "transformers", "triton"):
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except ImportError:
+            pass
+    return dict(sorted(out.items()))
 
 
 def now_iso() -> str:

@@ -5,6 +5,12 @@
                                                                 # server as the flat baseline
     python benchmarks/cascade/bench_cascade.py --part kernel    # one part; the other section of
                                                                 # an existing JSON is kept
+    python benchmarks/cascade/bench_cascade.py --merge F.json   # add the rows of a run made on
+                                                                # another device (gpu_check.sh)
+
+Rows carry their device; a run replaces only its own device's rows, so CPU and GPU numbers
+live side by side in one file, each with its own metadata (``kernel_meta`` / ``e2e_meta``
+keyed by device) and targets.
 
 Writes ``benchmarks/results/cascade.json`` (schema of issue 6 plus extra fields per row) and
 ``benchmarks/results/cascade.png``. Targets: CPU - at P=8192, n=16 the attention speedup reaches
@@ -21,7 +27,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_bench import run_e2e_bench  # noqa: E402
 from kernel_bench import run_kernel_bench  # noqa: E402
 
 from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
@@ -29,27 +34,45 @@ from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def targets(kernel: list[dict], e2e: list[dict], device: str) -> dict:
-    need = 0.5 if device == "cpu" else 0.8
-    key = [r for r in kernel if r["P"] == 8192 and r["n"] == 16]
-    out = {"kernel_fraction_of_bound_needed": need}
-    if key:
-        out["kernel_P8192_n16"] = {
-            f"S={r['S']}": {"fraction_of_bound": r["fraction_of_bound"],
-                            **({"compute_bound_speedup": r["compute_bound_speedup"]}
-                               if "compute_bound_speedup" in r else {}),
-                            **({"fraction_of_bound_vs_torch_native":
-                                r["speedup_vs_torch_native"] / r["bound"]}
-                               if "speedup_vs_torch_native" in r else {})}
-            for r in key
-        }
-    if e2e:
-        out["e2e_speedup_needed"] = 1.5 if device == "cpu" else None
-        out["e2e_speedup"] = [r["speedup"] for r in e2e]
-        out["e2e_speedup_whole_request"] = [r.get("speedup_request") for r in e2e]
-        out["e2e_speedup_whole_request_cpu_time"] = [r.get("speedup_request_cpu_time")
-                                                     for r in e2e]
+# What the issue asks per device: the share of the byte bound at P=8192, n=16 (kernel) and
+# the end-to-end tokens/s ratio (no end-to-end target on a GPU).
+NEEDED = {"cpu": {"kernel": 0.5, "e2e": 1.5}, "cuda": {"kernel": 0.8, "e2e": None}}
+
+
+def targets(kernel: list[dict], e2e: list[dict]) -> dict:
+    """Per device with rows: the P=8192, n=16 kernel rows and the end-to-end speedups."""
+    out = {}
+    for dev in sorted({r["device"] for r in kernel + e2e}):
+        need = NEEDED.get(dev, NEEDED["cuda"])
+        t: dict = {"kernel_fraction_of_bound_needed": need["kernel"]}
+        key = [r for r in kernel if r["device"] == dev and r["P"] == 8192 and r["n"] == 16]
+        if key:
+            t["kernel_P8192_n16"] = {f"S={r['S']}": _key_row(r) for r in key}
+        rows = [r for r in e2e if r["device"] == dev]
+        if rows:
+            t["e2e_speedup_needed"] = need["e2e"]
+            t["e2e_speedup"] = [r["speedup"] for r in rows]
+            t["e2e_speedup_whole_request"] = [r.get("speedup_request") for r in rows]
+            t["e2e_speedup_whole_request_cpu_time"] = [r.get("speedup_request_cpu_time")
+                                                       for r in rows]
+        out[dev] = t
     return out
+
+
+def _key_row(r: dict) -> dict:
+    out = {"fraction_of_bound": r["fraction_of_bound"]}
+    if "compute_bound_speedup" in r:
+        out["compute_bound_speedup"] = r["compute_bound_speedup"]
+    if "speedup_vs_torch_native" in r:
+        out["fraction_of_bound_vs_torch_native"] = r["speedup_vs_torch_native"] / r["bound"]
+    return out
+
+
+def merge_rows(data: dict, part: str, rows: list[dict], meta: dict) -> None:
+    """Replace ``data[part]``'s rows of the devices in ``rows``; metadata per device."""
+    devs = {r["device"] for r in rows}
+    data[part] = [r for r in data.get(part, []) if r["device"] not in devs] + rows
+    data[f"{part}_meta"] = {**data.get(f"{part}_meta", {}), **{d: meta for d in devs}}
 
 
 def plot(data: dict, path: Path) -> None:
@@ -59,32 +82,37 @@ def plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     kernel, e2e = data.get("kernel", []), data.get("e2e", [])
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1]})
-    ax = axes[0]
-    labels = [f"P{r['P']}\nn{r['n']} S{r['S']}" for r in kernel]
-    xs = range(len(kernel))
-    ax.bar([x - 0.3 for x in xs], [r["bound"] for r in kernel], 0.3, label="bound n(P+S)/(P+nS)",
-           color="#cccccc")
-    ax.bar(xs, [r["speedup"] for r in kernel], 0.3, label="cascade vs flat (same kernels)",
-           color="#1f77b4")
-    if kernel and "speedup_vs_torch_native" in kernel[0]:
-        ax.bar([x + 0.3 for x in xs], [r["speedup_vs_torch_native"] for r in kernel], 0.3,
-               label="cascade vs SGLang torch_native", color="#ff7f0e")
-    ax.set_yscale("log")
-    ax.set_xticks(list(xs), labels, fontsize=6)
-    ax.set_ylabel("speedup of one decode attention step (log)")
-    dev = kernel[0]["device"] if kernel else "?"
-    ax.set_title(f"(a) decode attention, {dev}, one layer")
-    ax.legend(fontsize=8)
-    ax = axes[1]
+    devs = sorted({r["device"] for r in kernel}) or ["cpu"]
+    fig, axes = plt.subplots(1, len(devs) + 1, figsize=(7 * len(devs) + 4, 4.8),
+                             gridspec_kw={"width_ratios": [3] * len(devs) + [1]})
+    for ax, dev in zip(axes, devs):
+        _plot_kernel(ax, [r for r in kernel if r["device"] == dev], dev)
+    ax = axes[-1]
     if e2e:
         r = e2e[0]
         ax.bar([0, 1], [r["flat_tok_s"], r["cascade_tok_s"]], color=["#999999", "#1f77b4"])
         ax.set_xticks([0, 1], [r["flat_backend"], "cascade"])
-        ax.set_title(f"(b) e2e {r['n']}-way fork, P={r['P']}: x{r['speedup']:.2f}")
-        ax.set_ylabel("decode tokens/s (16 branches)")
+        ax.set_title(f"(b) e2e {r['n']}-way fork, P={r['P']}\n{r['device']}: x{r['speedup']:.2f}")
+        ax.set_ylabel(f"decode tokens/s ({r['n']} branches)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def _plot_kernel(ax, rows: list[dict], dev: str) -> None:
+    labels = [f"P{r['P']}\nn{r['n']} S{r['S']}" for r in rows]
+    xs = range(len(rows))
+    ax.bar([x - 0.3 for x in xs], [r["bound"] for r in rows], 0.3, label="bound n(P+S)/(P+nS)",
+           color="#cccccc")
+    ax.bar(xs, [r["speedup"] for r in rows], 0.3, label="cascade vs flat (same kernels)",
+           color="#1f77b4")
+    if rows and "speedup_vs_torch_native" in rows[0]:
+        ax.bar([x + 0.3 for x in xs], [r["speedup_vs_torch_native"] for r in rows], 0.3,
+               label="cascade vs SGLang torch_native", color="#ff7f0e")
+    ax.set_yscale("log")
+    ax.set_xticks(list(xs), labels, fontsize=6)
+    ax.set_ylabel("speedup of one decode attention step (log)")
+    ax.set_title(f"(a) decode attention, {dev}, one layer")
+    ax.legend(fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,36 +122,54 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads for part (a)")
+    p.add_argument("--quick", action="store_true",
+                   help="part (a) on one small configuration only (a smoke test of the setup)")
+    p.add_argument("--no-torch-native", action="store_true",
+                   help="part (a) on CPU without SGLang's torch_native column (needs sglang)")
     p.add_argument("--e2e-reps", type=int, default=3)
     p.add_argument("--e2e-new-tokens", type=int, default=64)
+    p.add_argument("--merge", metavar="JSON", help="add the rows of a result file written on "
+                   "another machine (e.g. by gpu_check.sh), replacing that device's rows")
     p.add_argument("--out", default=str(RESULTS / "cascade.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    data = json.loads(out.read_text()) if out.exists() and args.part != "all" else {}
+    data = json.loads(out.read_text()) if out.exists() else {}
+    for part in ("kernel", "e2e"):  # files from before metadata was kept per device: CPU only
+        if "machine" in data.get(f"{part}_meta", {}):
+            data[f"{part}_meta"] = {"cpu": data[f"{part}_meta"]}
+    if args.merge:
+        other = json.loads(Path(args.merge).read_text())
+        for part in ("kernel", "e2e"):
+            for dev, meta in other.get(f"{part}_meta", {}).items():
+                merge_rows(data, part, [r for r in other[part] if r["device"] == dev], meta)
+    elif args.part != "none":
+        _run(data, args)
     data.setdefault("kernel", [])
     data.setdefault("e2e", [])
-    if args.part == "none":
-        data["targets"] = targets(data["kernel"], data["e2e"], args.device)
-        out.write_text(json.dumps(data, indent=1) + "\n")
-        plot(data, out.with_suffix(".png"))
-        return 0
-    meta = run_metadata()
-    if args.part in ("all", "kernel"):
-        data["kernel"] = run_kernel_bench(device=args.device, reps=args.reps)
-        data["kernel_meta"] = {**meta, "heads": {"q": 32, "kv": 8, "dim": 128},
-                               "dtype": "float32", "torch_threads": args.threads}
-    if args.part in ("all", "e2e"):
-        data["e2e"] = run_e2e_bench(reps=args.e2e_reps, gpu=args.device == "cuda",
-                                    new_tokens=args.e2e_new_tokens)
-        data["e2e_meta"] = meta
-    data.update(meta)
-    data["targets"] = targets(data["kernel"], data["e2e"], args.device)
+    data["targets"] = targets(data["kernel"], data["e2e"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     plot(data, out.with_suffix(".png"))
     print(json.dumps(data["targets"], indent=1))
     return 0
+
+
+def _run(data: dict, args) -> None:
+    meta = run_metadata()
+    if args.part in ("all", "kernel"):
+        rows = run_kernel_bench(device=args.device, reps=args.reps,
+                                grid=[(512, 4, 32)] if args.quick else None,
+                                with_torch_native=False if args.no_torch_native else None)
+        merge_rows(data, "kernel", rows, {**meta, "heads": {"q": 32, "kv": 8, "dim": 128},
+                                          "dtype": "float32", "torch_threads": args.threads})
+    if args.part in ("all", "e2e"):
+        from e2e_bench import run_e2e_bench  # needs requests and a server: not on GPU boxes
+
+        rows = run_e2e_bench(reps=args.e2e_reps, gpu=args.device == "cuda",
+                             new_tokens=args.e2e_new_tokens)
+        merge_rows(data, "e2e", rows, meta)
+    data.update(meta)  # the latest run's, at the top level (as before)
 
 
 if __name__ == "__main__":
