@@ -30,7 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead_bench import run_overhead  # noqa: E402
 
 from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
-from sglang_pr.deepconf.demo import DEFAULT_SAMPLING, MethodStats, run_group  # noqa: E402
+from sglang_pr.deepconf.demo import (  # noqa: E402
+    DEFAULT_SAMPLING,
+    MethodStats,
+    paired_diff_ci,
+    run_group,
+)
 from sglang_pr.model import task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -72,20 +77,13 @@ def run_groups(url: str, args) -> tuple[list[dict], list[dict]]:
     return [a.row() for a in agg.values()], per_question
 
 
-def accuracy_diff_ci(per_question: list[dict], budget: int, reps: int = 2000) -> list[float]:
-    """95 % paired-bootstrap interval (over questions) of DeepConf-low minus SC accuracy.
+def accuracy_diff_ci(per_question: list[dict], budget: int) -> list[float]:
+    """95 % paired-bootstrap interval (over questions) of DeepConf-low minus SC accuracy."""
+    def hits(method: str) -> list[bool]:
+        return [q["results"][f"{method}@{budget}"]["answer"] == str(q["answer"])
+                for q in per_question]
 
-    Why: on ~100 questions the difference moves by a few questions between question sets, so
-    the point estimate alone cannot say whether a 0.01 target is met.
-    """
-    import numpy as np
-
-    d = np.array([int(q["results"][f"deepconf_low@{budget}"]["answer"] == str(q["answer"]))
-                  - int(q["results"][f"sc@{budget}"]["answer"] == str(q["answer"]))
-                  for q in per_question], dtype=float)  # [Q] in {-1, 0, 1}
-    idx = np.random.default_rng(0).integers(0, len(d), size=(reps, len(d)))  # [reps, Q]
-    means = d[idx].mean(axis=1)
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+    return list(paired_diff_ci(hits("deepconf_low"), hits("sc")))
 
 
 def targets(runs: list[dict], per_question: list[dict] | None = None) -> dict:

@@ -148,3 +148,4 @@ def _side_by_side(args: argparse.Namespace, url: str, n_questions: int) -> None:
     except (RuntimeError, OSError) as e:  # e.g. a --url server without the DeepConf plugin
         raise CliError(f"DeepConf side-by-side failed: {e}") from None
     print(deepconf_demo.format_table(rows))
+    print(deepconf_demo.format_difference(rows))

@@ -38,12 +38,14 @@ class MethodStats:
     aborted: int = 0
     consensus: int = 0
     answers: list = field(default_factory=list)
+    hits: list = field(default_factory=list)  # per question: answer == truth
 
     def add(self, response: dict, elapsed_s: float, truth: str) -> None:
         """Count one group response (``POST /sglang_pr/deepconf/group``) against ``truth``."""
         t = response["totals"]
         self.n_questions += 1
-        self.correct += response["answer"] == truth
+        self.hits.append(response["answer"] == truth)
+        self.correct += self.hits[-1]
         self.generated_tokens += t["generated_tokens"]
         self.wall_s += elapsed_s
         self.server_wall_s += t["wall_s"]
@@ -60,6 +62,7 @@ class MethodStats:
     def row(self) -> dict:
         d = asdict(self)
         d.pop("answers")
+        d.pop("hits")
         d.update(accuracy=self.accuracy,
                  traces_per_question=self.traces / max(1, self.n_questions),
                  tokens_per_question=self.generated_tokens / max(1, self.n_questions))
@@ -101,4 +104,30 @@ def format_table(stats: Sequence[MethodStats]) -> str:
         lines.append(f"{s.method:<15}{s.budget:>5}{s.accuracy:>10.3f}{s.generated_tokens:>10d}"
                      f"{ratio:>10.2f}{s.wall_s:>9.1f}{s.traces / max(1, s.n_questions):>10.1f}"
                      f"{s.stopped_early:>7d}{s.consensus:>11d}")
+    return "\n".join(lines)
+
+
+def paired_diff_ci(a: Sequence[bool], b: Sequence[bool], reps: int = 2000,
+                   seed: int = 0) -> tuple[float, float]:
+    """95 % paired-bootstrap interval, over questions, of accuracy(a) - accuracy(b).
+
+    Why: on tens of questions the difference moves by several questions between question sets;
+    the interval says whether a gap is more than that.
+    """
+    import numpy as np
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)  # [Q] in {-1, 0, 1}
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(reps, len(d)))  # [reps, Q]
+    means = d[idx].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def format_difference(stats: Sequence[MethodStats]) -> str:
+    """One line per method after the first: its accuracy minus the first's, with the interval."""
+    base, lines = stats[0], []
+    for s in stats[1:]:
+        lo, hi = paired_diff_ci(s.hits, base.hits)
+        lines.append(f"{s.method} - {base.method} accuracy: {s.accuracy - base.accuracy:+.3f} "
+                     f"(paired 95 % interval {lo:+.3f} .. {hi:+.3f} over {s.n_questions} "
+                     "questions; more questions narrow it)")
     return "\n".join(lines)

@@ -31,6 +31,8 @@ def test_demo_against_running_server(base_url, capsys):
     rows = {m.group(1): m.group(2) for m in
             re.finditer(r"^(sc|deepconf_low)\s+(\d+)\s+\d\.\d{3}\s+\d+", out, re.M)}
     assert rows == {"sc": "32", "deepconf_low": "32"}, out
+    assert re.search(r"^deepconf_low - sc accuracy: [+-]\d\.\d{3} \(paired 95 % interval "
+                     r"[+-]\d\.\d{3} \.\. [+-]\d\.\d{3} over 3 questions", out, re.M), out
 
 
 def test_demo_rejects_bad_input():

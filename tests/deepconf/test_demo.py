@@ -31,3 +31,16 @@ def test_side_by_side_aggregates(monkeypatch):
     assert "answers" not in row and row["tokens_per_question"] == 30 and row["aborted"] == 0
     table = demo.format_table(rows)
     assert "deepconf_low" in table and "0.30" in table  # 90 / 300 tokens vs sc
+    assert low.hits == [False, True, True] and sc.hits == [True] * 3
+    diff = demo.format_difference(rows)
+    assert diff.startswith("deepconf_low - sc accuracy: -0.333") and "over 3 questions" in diff
+
+
+def test_paired_interval_covers_the_difference_and_narrows_with_questions():
+    a = [True, False] * 10  # accuracy 0.5
+    b = [True, True, True, False] * 5  # accuracy 0.75
+    lo, hi = demo.paired_diff_ci(a, b)
+    assert lo < -0.25 < hi and hi < 0  # 20 questions: the gap is more than noise
+    lo4, hi4 = demo.paired_diff_ci(a * 4, b * 4)
+    assert lo < lo4 < -0.25 < hi4 < hi  # 80 questions: narrower
+    assert demo.paired_diff_ci(a, a) == (0.0, 0.0)
