@@ -35,11 +35,21 @@ def topk_logprob_prefix_means(logits: torch.Tensor, k_max: int) -> torch.Tensor:
     return lse - torch.cumsum(top, dim=-1) / counts
 
 
+def topk_logprob_mean(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """C for one k shared by all rows: logits [B, V] -> [B] float32 (k clipped to V).
+
+    The last column of :func:`topk_logprob_prefix_means` without its [B, K] prefix table.
+    """
+    k = min(int(k), logits.shape[-1])
+    x = logits.float()
+    top = torch.topk(x, k, dim=-1, sorted=False).values  # [B, K]: order does not matter here
+    return torch.logsumexp(x, dim=-1) - top.sum(dim=-1) / k
+
+
 def token_confidence(logits: torch.Tensor, k: int) -> torch.Tensor:
     """C for each row of ``logits`` [B, V] (or one row [V]) with a single k -> [B] / []."""
     squeeze = logits.dim() == 1
-    rows = logits.unsqueeze(0) if squeeze else logits
-    out = topk_logprob_prefix_means(rows, k)[:, -1]  # [B]
+    out = topk_logprob_mean(logits.unsqueeze(0) if squeeze else logits, k)  # [B]
     return out[0] if squeeze else out
 
 

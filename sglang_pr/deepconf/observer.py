@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from sglang_pr.deepconf.confidence import topk_logprob_prefix_means
+from sglang_pr.deepconf.confidence import topk_logprob_mean, topk_logprob_prefix_means
 
 # Attribute on SamplingBatchInfo holding this forward's RowPlan (None: nobody opted in).
 PLAN_ATTR = "_sglang_pr_deepconf_plan"
@@ -89,10 +89,10 @@ class DeepConfObserver:
         if plan is None or logits.dim() != 2 or logits.shape[0] != plan.n_rows:
             return None  # not the batch the plan was made for: track nothing, sample as usual
         rows = logits if plan.rows is None else logits.index_select(0, plan.rows)  # [R, V]
-        table = topk_logprob_prefix_means(rows, plan.k_max)  # [R, K] float32
-        if plan.k_index is None:
-            conf = table[:, -1]
+        if plan.k_index is None:  # one k for all rows (the usual fork group)
+            conf = topk_logprob_mean(rows, plan.k_max)  # [R] float32
         else:
+            table = topk_logprob_prefix_means(rows, plan.k_max)  # [R, K] float32
             conf = table.gather(1, plan.k_index.clamp(max=table.shape[1] - 1)).squeeze(1)
         return plan.reqs, conf  # [R] float32
 

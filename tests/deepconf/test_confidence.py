@@ -7,6 +7,7 @@ import torch
 from sglang_pr.deepconf.confidence import (
     confidence_from_logprobs,
     token_confidence,
+    topk_logprob_mean,
     topk_logprob_prefix_means,
 )
 
@@ -36,6 +37,9 @@ def test_prefix_means_cover_every_k():
     for k in range(1, 11):
         np.testing.assert_allclose(table[:, k - 1], _numpy_conf(logits.astype(np.float64), k),
                                    rtol=1e-5)
+        # The one-k path (no prefix table) gives the same column.
+        np.testing.assert_allclose(topk_logprob_mean(torch.from_numpy(logits), k).numpy(),
+                                   table[:, k - 1], rtol=1e-5)
 
 
 def test_peaked_is_more_confident_than_flat():
