@@ -48,12 +48,7 @@ class Sequence_:
 
 def task_prompts(n: int, seed: int, offset: int = 0) -> list[str]:
     """n distinct train-split prompts (``offset`` skips the first ones: a disjoint slice)."""
-    seen: dict[str, None] = {}
-    for p in task.problems("train", seed):
-        seen.setdefault(p.prompt, None)
-        if len(seen) == n + offset:
-            break
-    return list(seen)[offset:]
+    return [p.prompt for p in task.distinct_problems("train", n + offset, seed)[offset:]]
 
 
 def generate(base_url: str, prompts: list[str], temperature: float, max_new_tokens: int,

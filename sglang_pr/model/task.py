@@ -95,14 +95,21 @@ def problems(split: Split, seed: int) -> Iterator[Problem]:
             yield p
 
 
-def heldout_set(n: int, seed: int = 0) -> list[Problem]:
-    """The first ``n`` distinct held-out problems of a seed: the evaluation set."""
+def distinct_problems(split: Split, n: int, seed: int = 0) -> list[Problem]:
+    """The first ``n`` problems of a split and seed with distinct prompts, in stream order."""
     seen: dict[str, Problem] = {}
-    for p in problems("heldout", seed):
+    if n <= 0:
+        return []
+    for p in problems(split, seed):
         seen.setdefault(p.prompt, p)
         if len(seen) == n:
             return list(seen.values())
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the problem stream is endless")
+
+
+def heldout_set(n: int, seed: int = 0) -> list[Problem]:
+    """The first ``n`` distinct held-out problems of a seed: the evaluation set."""
+    return distinct_problems("heldout", n, seed)
 
 
 def extract_answer(text: str) -> int | None:

@@ -125,3 +125,14 @@ def test_parse_prompt_round_trip():
 def test_parse_prompt_rejects_other_text(bad):
     with pytest.raises(ValueError):
         task.parse_prompt(bad)
+
+
+def test_distinct_problems_keep_stream_order_and_skip_repeats():
+    got = task.distinct_problems("train", 60, seed=2)
+    stream = take("train", 2, 5000)
+    first_seen: list[str] = []
+    for p in stream:
+        if p.prompt not in first_seen:
+            first_seen.append(p.prompt)
+    assert [p.prompt for p in got] == first_seen[:60]
+    assert task.distinct_problems("train", 0) == []
