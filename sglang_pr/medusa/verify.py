@@ -50,22 +50,24 @@ class VerifyResult:
 
 
 def apply_sampling_adjustments(logits: torch.Tensor, sampling_info, n: int) -> None:
-    """Logit bias and accumulated penalties, in place, repeated over each request's n rows.
+    """Logit bias and accumulated penalties ``[bs, V]``, in place, on each request's n rows.
 
-    The same relaxed treatment SGLang's own tree verify gives penalties (they are those of the
-    step's start, not updated inside the tree).
+    logits: ``[bs, n, V]`` (or ``[bs * n, V]``). The same relaxed treatment SGLang's own tree
+    verify gives penalties (they are those of the step's start, not updated inside the tree).
     """
-    flat = logits.view(-1, logits.shape[-1])
+    per_req = logits.view(-1, n, logits.shape[-1])  # [bs, n, V]
     if getattr(sampling_info, "acc_additive_penalties", None) is not None:
-        flat.add_(torch.repeat_interleave(sampling_info.acc_additive_penalties, n, dim=0))
+        per_req.add_(sampling_info.acc_additive_penalties[:, None, :])  # broadcast, no copy
     if getattr(sampling_info, "acc_scaling_penalties", None) is not None:
         from sglang.srt.sampling.penaltylib.repetition_penalty import apply_scaling_penalties
 
+        # SGLang's (compiled) function takes [rows, V]: the repeat keeps its 2-D signature.
         apply_scaling_penalties(
-            flat, torch.repeat_interleave(sampling_info.acc_scaling_penalties, n, dim=0)
+            per_req.view(-1, logits.shape[-1]),
+            torch.repeat_interleave(sampling_info.acc_scaling_penalties, n, dim=0),
         )
     if getattr(sampling_info, "logit_bias", None) is not None:
-        flat.add_(torch.repeat_interleave(sampling_info.logit_bias, n, dim=0))
+        per_req.add_(sampling_info.logit_bias[:, None, :])
 
 
 def verify_tree(

@@ -62,6 +62,24 @@ def test_logit_bias_applies_to_every_tree_row():
     assert vr.num_drafts.tolist() == [0] and vr.accept_tokens.tolist() == [[11, 0, 0]]
 
 
+def test_penalties_and_bias_reach_each_requests_own_rows():
+    from sglang_pr.medusa.verify import apply_sampling_adjustments
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 12, generator=g)  # [bs, n, V]
+    si = info([1, 1], [1.0, 1.0])
+    si.acc_additive_penalties = torch.randn(2, 12, generator=g)
+    si.acc_scaling_penalties = 1 + torch.rand(2, 12, generator=g)
+    si.logit_bias = torch.randn(2, 12, generator=g)
+    want = logits.clone()
+    for b in range(2):  # per request, per tree row: add, scale, bias (SGLang's order)
+        x = want[b] + si.acc_additive_penalties[b]
+        s = si.acc_scaling_penalties[b]
+        want[b] = torch.where(x < 0, x * s, x / s) + si.logit_bias[b]
+    apply_sampling_adjustments(logits, si, 4)
+    torch.testing.assert_close(logits, want)
+
+
 def test_seeded_bonus_token_is_reproducible():
     # Flat logits: the bonus is a real draw; with a sampling_seed it is the same draw each time.
     tokens = torch.tensor([[3, 7, 1, 5]]).repeat(64, 1)
