@@ -39,8 +39,9 @@ def _worklist_attn_kernel(
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
 ):
-    # m_tiles is a runtime value (not constexpr) so that groups of every size share one
-    # compiled kernel: group sizes change from batch to batch as branches stop.
+    # m_tiles is a runtime value (not constexpr) and BLOCK_M takes only 16, 32 or 64 (chosen
+    # per level, see TritonCascade): group sizes change from batch to batch as branches stop,
+    # and at most three compiled variants serve them all.
     w = tl.program_id(0)
     kvh = tl.program_id(1) // m_tiles
     m_tile = tl.program_id(1) % m_tiles
@@ -212,6 +213,7 @@ class TritonCascade:
             self.launch.append((lv, block_m, m_tiles, splits, chunk, base))
             base += splits
         self.num_states = base
+        self.gqa = gqa  # the tiles above were sized for it (checked in run)
         self._parts: tuple | None = None  # (key, o_part, s_part), see _partials
 
     def _partials(self, B: int, Hq: int, Dv: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,6 +241,8 @@ class TritonCascade:
         B, Hq, D = q.shape
         Hkv, Dv = v_cache.shape[1], v_cache.shape[2]
         gqa = Hq // Hkv
+        if gqa != self.gqa:
+            raise ValueError(f"plan made for GQA {self.gqa}, run with {Hq} / {Hkv} heads")
         q = q.contiguous()
         o_part, s_part = self._partials(B, Hq, Dv, q.device)
         ieee = q.dtype == torch.float32

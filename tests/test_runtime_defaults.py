@@ -1,11 +1,6 @@
 """Flag helpers of ``sglang_pr.runtime_defaults``: switches, ``--flag=value``, user flags win."""
 
-from sglang_pr.runtime_defaults import (
-    CPU_SERVER_FLAGS,
-    NO_CUDA_GRAPH_FLAGS,
-    add_unset_flags,
-    flags_argv,
-)
+from sglang_pr.runtime_defaults import add_unset_flags, flags_argv
 
 
 def test_flags_argv_writes_switches_without_a_value():
@@ -17,7 +12,3 @@ def test_add_unset_flags_keeps_the_users_and_adds_the_rest():
     assert add_unset_flags(user, {"--a": "1", "--b": None}) == ["--a=7", "--port", "1", "--b"]
     assert user == ["--a=7", "--port", "1"]  # not modified in place
 
-
-def test_cpu_flags_turn_cuda_graphs_off_with_the_shared_declaration():
-    for flag, value in NO_CUDA_GRAPH_FLAGS.items():
-        assert CPU_SERVER_FLAGS[flag] == value

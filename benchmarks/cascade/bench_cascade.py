@@ -132,16 +132,19 @@ def main(argv: list[str] | None = None) -> int:
                    "another machine (e.g. by gpu_check.sh), replacing that device's rows")
     p.add_argument("--out", default=str(RESULTS / "cascade.json"))
     args = p.parse_args(argv)
+    if args.merge and args.part != "all":
+        p.error("--merge adds another file's rows: it runs no part (drop --part)")
+    if args.quick and Path(args.out) == RESULTS / "cascade.json":
+        p.error("--quick is a smoke test: write it elsewhere with --out")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    data = json.loads(out.read_text()) if out.exists() else {}
-    for part in ("kernel", "e2e"):  # files from before metadata was kept per device: CPU only
-        if "machine" in data.get(f"{part}_meta", {}):
-            data[f"{part}_meta"] = {"cpu": data[f"{part}_meta"]}
+    data = _load(out) if out.exists() else {}
     if args.merge:
-        other = json.loads(Path(args.merge).read_text())
+        other = _load(Path(args.merge))
         for part in ("kernel", "e2e"):
             for dev, meta in other.get(f"{part}_meta", {}).items():
+                if meta.get("quick"):
+                    p.error(f"{args.merge}: its {dev} {part} rows are a --quick smoke test")
                 merge_rows(data, part, [r for r in other[part] if r["device"] == dev], meta)
     elif args.part != "none":
         _run(data, args)
@@ -155,6 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _load(path: Path) -> dict:
+    """A result file, with metadata per device (older files kept one set, from a CPU run)."""
+    data = json.loads(path.read_text())
+    for part in ("kernel", "e2e"):
+        meta = data.get(f"{part}_meta", {})
+        if "machine" in meta:
+            devs = {r["device"] for r in data.get(part, [])} or {"cpu"}
+            data[f"{part}_meta"] = {d: meta for d in devs}
+    return data
+
+
 def _run(data: dict, args) -> None:
     meta = run_metadata()
     if args.part in ("all", "kernel"):
@@ -162,9 +176,10 @@ def _run(data: dict, args) -> None:
                                 grid=[(512, 4, 32)] if args.quick else None,
                                 with_torch_native=False if args.no_torch_native else None)
         merge_rows(data, "kernel", rows, {**meta, "heads": {"q": 32, "kv": 8, "dim": 128},
-                                          "dtype": "float32", "torch_threads": args.threads})
+                                          "dtype": "float32", "torch_threads": args.threads,
+                                          "quick": args.quick})
     if args.part in ("all", "e2e"):
-        from e2e_bench import run_e2e_bench  # needs requests and a server: not on GPU boxes
+        from e2e_bench import run_e2e_bench  # needs sglang (its server): imported only here
 
         rows = run_e2e_bench(reps=args.e2e_reps, gpu=args.device == "cuda",
                              new_tokens=args.e2e_new_tokens)

@@ -116,6 +116,9 @@ def paired_diff_ci(a: Sequence[bool], b: Sequence[bool], reps: int = 2000,
     """
     import numpy as np
 
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_diff_ci needs two equally long, non-empty lists of per-question "
+                         f"results (got {len(a)} and {len(b)})")
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)  # [Q] in {-1, 0, 1}
     idx = np.random.default_rng(seed).integers(0, len(d), size=(reps, len(d)))  # [reps, Q]
     means = d[idx].mean(axis=1)

@@ -78,12 +78,15 @@ class MedusaSpecInput(NgramVerifyInput):
         ``[1 1 0 | 1 1 1]`` + ``[1 1 1 1 0 | 1 1 1 1 1]`` (``|`` between rows).
         """
         n, dev = self.draft_token_num, self.tree_mask.device
+        bs = len(seq_lens_cpu)
         prefix = torch.tensor(seq_lens_cpu, dtype=torch.long, device=dev)  # [bs]
         width = prefix + n  # [bs] columns per row
-        total = n * int(sum(seq_lens_cpu)) + n * n * len(seq_lens_cpu)  # host-side: no sync
-        req = torch.repeat_interleave(torch.arange(len(seq_lens_cpu), device=dev), n * width,
-                                      output_size=total)  # [total] request of each element
+        total = n * int(sum(seq_lens_cpu)) + n * n * bs  # host-side: no sync
+        out = torch.ones(total, dtype=torch.bool, device=dev)  # prefix columns stay True
+        # Only the tree block is written: bs * n * n flat indices, not one per mask element.
         start = torch.cumsum(n * width, 0) - n * width  # [bs] first element of each request
-        off = torch.arange(total, device=dev) - start[req]  # [total] offset in its request
-        row, col = off // width[req], off % width[req] - prefix[req]  # col < 0: a prefix column
-        return (col < 0) | self.tree_mask[row, col.clamp(min=0)]
+        r = torch.arange(n, device=dev)
+        idx = (start + prefix)[:, None, None] + r[None, :, None] * width[:, None, None] \
+            + r[None, None, :]  # [bs, n, n]: request b, tree row i, tree column j
+        out[idx.flatten()] = self.tree_mask.expand(bs, n, n).flatten()
+        return out

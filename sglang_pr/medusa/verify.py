@@ -61,7 +61,8 @@ def apply_sampling_adjustments(logits: torch.Tensor, sampling_info, n: int) -> N
     if getattr(sampling_info, "acc_scaling_penalties", None) is not None:
         from sglang.srt.sampling.penaltylib.repetition_penalty import apply_scaling_penalties
 
-        # SGLang's (compiled) function takes [rows, V]: the repeat keeps its 2-D signature.
+        # SGLang's function is torch.compile'd and SGLang's sampler calls it on [rows, V]; a
+        # 3-D call would compile a second graph in the serving path, so keep it 2-D.
         apply_scaling_penalties(
             per_req.view(-1, logits.shape[-1]),
             torch.repeat_interleave(sampling_info.acc_scaling_penalties, n, dim=0),

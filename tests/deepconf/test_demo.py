@@ -1,5 +1,7 @@
 """The demo helper aggregates per method and formats a side-by-side table (no server)."""
 
+import pytest
+
 from sglang_pr.deepconf import demo
 from sglang_pr.model.task import heldout_set
 
@@ -44,3 +46,6 @@ def test_paired_interval_covers_the_difference_and_narrows_with_questions():
     lo4, hi4 = demo.paired_diff_ci(a * 4, b * 4)
     assert lo < lo4 < -0.25 < hi4 < hi  # 80 questions: narrower
     assert demo.paired_diff_ci(a, a) == (0.0, 0.0)
+    for bad in ((a, b[:3]), ([], [])):
+        with pytest.raises(ValueError, match="equally long"):
+            demo.paired_diff_ci(*bad)

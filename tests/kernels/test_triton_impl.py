@@ -115,3 +115,5 @@ def test_plan_puts_a_fork_group_in_one_tile():
     assert suffix[1:3] == (16, 1)  # one row x GQA 4, padded to tl.dot's minimum of 16
     big = make_scenario(1, 20, 64, 4, num_heads=32, num_kv_heads=8, head_dim=16)
     assert TritonCascade(big.levels(), 8, 4).launch[0][1:3] == (64, 2)  # 80 rows
+    with pytest.raises(ValueError, match="GQA 4"):  # tiles sized for another head layout
+        TritonCascade(sc.levels(), 8, 4).run(sc.q[:, :16], sc.k_cache, sc.v_cache, sc.scale)

@@ -42,3 +42,4 @@ def test_gpu_custom_mask_matches_per_request_layout_on_a_real_tree():
                         tree_mask=tree.mask)
     prefixes = [1, 57, 0, 300]
     assert torch.equal(v.build_gpu_custom_mask(prefixes), _mask_per_request(tree.mask, prefixes))
+    assert v.build_gpu_custom_mask([]).numel() == 0
