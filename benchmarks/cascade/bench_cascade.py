@@ -61,6 +61,9 @@ def targets(kernel: list[dict], e2e: list[dict]) -> dict:
 
 def _key_row(r: dict) -> dict:
     out = {"fraction_of_bound": r["fraction_of_bound"]}
+    for k in ("fraction_of_bound_graph", "graph_error"):  # CUDA rows (kernel_bench)
+        if k in r:
+            out[k] = r[k]
     if "compute_bound_speedup" in r:
         out["compute_bound_speedup"] = r["compute_bound_speedup"]
     if "speedup_vs_torch_native" in r:
