@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads for part (a)")
     p.add_argument("--quick", action="store_true",
                    help="part (a) on one small configuration only (a smoke test of the setup)")
+    p.add_argument("--grid", nargs="+", metavar="P,n,S",
+                   help="part (a) on these configurations only (e.g. 8192,16,32); with --out")
     p.add_argument("--no-torch-native", action="store_true",
                    help="part (a) on CPU without SGLang's torch_native column (needs sglang)")
     p.add_argument("--e2e-reps", type=int, default=3)
@@ -137,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.merge and args.part != "all":
         p.error("--merge adds another file's rows: it runs no part (drop --part)")
-    if args.quick and Path(args.out) == RESULTS / "cascade.json":
-        p.error("--quick is a smoke test: write it elsewhere with --out")
+    if (args.quick or args.grid) and Path(args.out) == RESULTS / "cascade.json":
+        p.error("--quick/--grid run part of the grid: write it elsewhere with --out")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     data = _load(out) if out.exists() else {}
@@ -161,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _grid(args) -> list[tuple[int, int, int]] | None:
+    if args.quick:
+        return [(512, 4, 32)]
+    if args.grid:
+        return [tuple(int(x) for x in g.split(",")) for g in args.grid]
+    return None  # the issue's whole grid
+
+
 def _load(path: Path) -> dict:
     """A result file, with metadata per device (older files kept one set, from a CPU run)."""
     data = json.loads(path.read_text())
@@ -176,7 +186,7 @@ def _run(data: dict, args) -> None:
     meta = run_metadata()
     if args.part in ("all", "kernel"):
         rows = run_kernel_bench(device=args.device, reps=args.reps,
-                                grid=[(512, 4, 32)] if args.quick else None,
+                                grid=_grid(args),
                                 with_torch_native=False if args.no_torch_native else None)
         merge_rows(data, "kernel", rows, {**meta, "heads": {"q": 32, "kv": 8, "dim": 128},
                                           "dtype": "float32", "torch_threads": args.threads,
