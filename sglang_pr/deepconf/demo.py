@@ -28,8 +28,6 @@ DEMO_WINDOW = 16
 class MethodStats:
     method: str
     budget: int
-    n_questions: int = 0
-    correct: int = 0
     generated_tokens: int = 0
     wall_s: float = 0.0  # client-side, summed over questions
     server_wall_s: float = 0.0  # the server's own group time (``totals.wall_s``)
@@ -43,9 +41,7 @@ class MethodStats:
     def add(self, response: dict, elapsed_s: float, truth: str) -> None:
         """Count one group response (``POST /sglang_pr/deepconf/group``) against ``truth``."""
         t = response["totals"]
-        self.n_questions += 1
         self.hits.append(response["answer"] == truth)
-        self.correct += self.hits[-1]
         self.generated_tokens += t["generated_tokens"]
         self.wall_s += elapsed_s
         self.server_wall_s += t["wall_s"]
@@ -56,6 +52,14 @@ class MethodStats:
         self.answers.append(response["answer"])
 
     @property
+    def n_questions(self) -> int:
+        return len(self.hits)
+
+    @property
+    def correct(self) -> int:
+        return sum(self.hits)
+
+    @property
     def accuracy(self) -> float:
         return self.correct / self.n_questions if self.n_questions else 0.0
 
@@ -63,7 +67,7 @@ class MethodStats:
         d = asdict(self)
         d.pop("answers")
         d.pop("hits")
-        d.update(accuracy=self.accuracy,
+        d.update(n_questions=self.n_questions, correct=self.correct, accuracy=self.accuracy,
                  traces_per_question=self.traces / max(1, self.n_questions),
                  tokens_per_question=self.generated_tokens / max(1, self.n_questions))
         return d

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, get_args
 
 import numpy as np
 
+from sglang_pr.deepconf.config import ConfidenceKind
+
 BOTTOM_FRACTION = 0.10
+KINDS: tuple[str, ...] = get_args(ConfidenceKind)  # the four summaries, declared in config
 
 
 def group_confidences(confs: Sequence[float], window: int) -> np.ndarray:
@@ -47,7 +50,7 @@ class TraceConfidence:
     n_tokens: int
 
     def get(self, kind: str) -> Optional[float]:
-        if kind not in ("lowest_group", "bottom10", "tail", "mean"):
+        if kind not in KINDS:
             raise ValueError(f"unknown confidence kind {kind!r}")
         return getattr(self, kind)
 
@@ -59,8 +62,7 @@ class TraceConfidence:
         """From a server's per-trace summary (``meta_info["deepconf"]``); None if ``d`` is none."""
         if not isinstance(d, dict) or "lowest_group" not in d:
             return None
-        kinds = ("lowest_group", "bottom10", "tail", "mean")
-        return cls(**{k: d.get(k) for k in kinds}, n_tokens=int(d.get("n_tokens") or 0))
+        return cls(**{k: d.get(k) for k in KINDS}, n_tokens=int(d.get("n_tokens") or 0))
 
 
 def summarize(confs: Sequence[float], window: int) -> TraceConfidence:
