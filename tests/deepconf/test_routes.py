@@ -93,19 +93,22 @@ def test_stream_reports_progress_then_the_result(deepconf_url):
 @pytest.mark.slow
 def test_kv_returns_to_idle_after_200_groups(deepconf_url):
     problems = heldout_set(50)
-    configs = [  # early stops (low), consensus aborts mid-phase (low tau), plain sc
-        {"method": "deepconf_low", "budget": 6, "n_init": 2, "window": 4, "width": 4},
-        {"method": "deepconf_high", "budget": 6, "n_init": 2, "window": 4, "width": 2,
-         "tau": 0.5},
-        # all six start at once; the first to finish settles tau=0.5 -> the rest are aborted
-        {"method": "sc", "budget": 6, "width": 6, "consensus_stop": True, "tau": 0.5},
-        {"method": "deepconf_low", "budget": 5, "n_init": 2, "window": 2, "width": 5,
-         "tau": 0.6},
-    ]
     sp = {"max_new_tokens": 40, "temperature": 1.0}
-    jobs = [(problems[i % 50].prompt, configs[i % 4]) for i in range(200)]
+    # At temperature 1.0 the shipped model's branches are near-identical and end in the same
+    # step, leaving nothing running to abort; at 2.0 their lengths spread (13..44 tokens seen),
+    # so the first answer settles tau=0.5 while the others still run and they get aborted.
+    spread = {"max_new_tokens": 120, "temperature": 2.0}
+    configs = [  # early stops (low), consensus aborts mid-phase (low tau), plain sc
+        ({"method": "deepconf_low", "budget": 6, "n_init": 2, "window": 4, "width": 4}, sp),
+        ({"method": "deepconf_high", "budget": 6, "n_init": 2, "window": 4, "width": 2,
+          "tau": 0.5}, spread),
+        ({"method": "sc", "budget": 6, "width": 6, "consensus_stop": True, "tau": 0.5}, spread),
+        ({"method": "deepconf_low", "budget": 5, "n_init": 2, "window": 2, "width": 5,
+          "tau": 0.6}, sp),
+    ]
+    jobs = [(problems[i % 50].prompt, *configs[i % 4]) for i in range(200)]
     with ThreadPoolExecutor(4) as ex:
-        results = list(ex.map(lambda j: group(deepconf_url, j[0], j[1], sp=sp), jobs))
+        results = list(ex.map(lambda j: group(deepconf_url, j[0], j[1], sp=j[2]), jobs))
     assert all(r.status_code == 200 for r in results)
     totals = [r.json()["totals"] for r in results]
     assert sum(t["stopped_early"] for t in totals) > 0
