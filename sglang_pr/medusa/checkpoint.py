@@ -99,22 +99,29 @@ def _read_state(p: Path) -> dict[str, torch.Tensor]:
     raise MedusaHeadsError(f"Medusa heads {p}: neither {WEIGHTS_FILE} nor {LEGACY_WEIGHTS_FILE}")
 
 
-def _read_shapes(p: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape; for safetensors only the header is read (cheap at startup)."""
-    if (p / WEIGHTS_FILE).is_file():
+def _read_shapes(p: Path, state: Optional[dict[str, torch.Tensor]] = None
+                 ) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape; for safetensors only the header is read (cheap at startup).
+
+    A legacy ``.pt`` has no header: its shapes come from ``state`` when the caller already
+    read it, else from reading the whole file.
+    """
+    if state is None and (p / WEIGHTS_FILE).is_file():
         try:
             with safe_open(str(p / WEIGHTS_FILE), framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as e:  # a truncated or foreign file: name it
             raise MedusaHeadsError(f"Medusa heads {p / WEIGHTS_FILE}: unreadable ({e})") from None
-    return {k: tuple(v.shape) for k, v in _read_state(p).items()}
+    return {k: tuple(v.shape) for k, v in (state if state is not None else _read_state(p)).items()}
 
 
-def check_heads(path: str | Path, *, hidden_size: int, vocab_size: int) -> tuple[int, int, bool]:
+def check_heads(path: str | Path, *, hidden_size: int, vocab_size: int,
+                state: Optional[dict[str, torch.Tensor]] = None) -> tuple[int, int, bool]:
     """Validate a heads directory against the base model without loading the weights.
 
     Returns (num_heads, num_layers, shared_lm_head). Raises MedusaHeadsError naming the file
-    and the mismatch (hidden size, vocab size, missing or misshapen tensors).
+    and the mismatch (hidden size, vocab size, missing or misshapen tensors). ``state``: the
+    weights when the caller has them already (a legacy ``.pt``), so they are not read again.
     """
     p = Path(path)
     cfg = read_heads_config(p)
@@ -125,7 +132,7 @@ def check_heads(path: str | Path, *, hidden_size: int, vocab_size: int) -> tuple
                 f"Medusa heads {p}: {key.replace('_', ' ')} {cfg[key]} does not match the "
                 f"base model's {base}"
             )
-    shapes = _read_shapes(p)
+    shapes = _read_shapes(p, state)
     for key in shapes:
         if not _KEY.match(key):
             raise MedusaHeadsError(f"Medusa heads {p}: unexpected tensor '{key}'")
@@ -169,8 +176,12 @@ def load_heads(
     :func:`sglang_pr.medusa.settings.resolve_medusa_config` (one place for the decoding side).
     """
     p = Path(path)
-    num_heads, num_layers, shared = check_heads(p, hidden_size=hidden_size, vocab_size=vocab_size)
-    state = _read_state(p)
+    read_heads_config(p)  # a missing or bad config.json is named before any weight is read
+    # safetensors: check from the header, then read; a legacy .pt is read once for both.
+    state = None if (p / WEIGHTS_FILE).is_file() else _read_state(p)
+    num_heads, num_layers, shared = check_heads(p, hidden_size=hidden_size, vocab_size=vocab_size,
+                                                state=state)
+    state = state if state is not None else _read_state(p)
     heads = MedusaHeads(hidden_size, vocab_size, num_heads, num_layers)
     if shared:
         if base_lm_head is None:

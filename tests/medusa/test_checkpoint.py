@@ -54,13 +54,17 @@ def test_reference_format_without_our_keys(tmp_path):
     assert max(len(p) for p in resolve_medusa_config(str(tmp_path), env="").tree) == 3
 
 
-def test_legacy_pt_without_projection_uses_base_lm_head(tmp_path):
+def test_legacy_pt_without_projection_uses_base_lm_head(tmp_path, monkeypatch):
     heads = trained_heads()
     blocks = {k: v for k, v in heads.export_state_dict().items() if "linear" in k}
     torch.save(blocks, tmp_path / "medusa_lm_head.pt")
     (tmp_path / "config.json").write_text(json.dumps({"medusa_num_heads": 3}))
     lm = torch.randn(20, 16)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
     loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm)
+    assert len(reads) == 1  # a .pt has no header: checked and loaded from one read
     assert check_heads(tmp_path, hidden_size=16, vocab_size=20)[2]  # projections shared
     x = torch.randn(2, 16)
     block = heads.heads[1][0]
