@@ -61,11 +61,9 @@ def targets(kernel: list[dict], e2e: list[dict]) -> dict:
 
 def _key_row(r: dict) -> dict:
     out = {"fraction_of_bound": r["fraction_of_bound"]}
-    for k in ("fraction_of_bound_graph", "graph_error"):  # CUDA rows (kernel_bench)
-        if k in r:
-            out[k] = r[k]
-    if "compute_bound_speedup" in r:
-        out["compute_bound_speedup"] = r["compute_bound_speedup"]
+    # graph fields: CUDA rows only (kernel_bench); compute_bound_speedup: runs that measured it
+    out.update({k: r[k] for k in ("fraction_of_bound_graph", "graph_error",
+                                  "compute_bound_speedup") if k in r})
     if "speedup_vs_torch_native" in r:
         out["fraction_of_bound_vs_torch_native"] = r["speedup_vs_torch_native"] / r["bound"]
     return out

@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 from sglang_pr.deepconf.client import post_group
 from sglang_pr.model import task
 
@@ -118,8 +120,6 @@ def paired_diff_ci(a: Sequence[bool], b: Sequence[bool], reps: int = 2000,
     Why: on tens of questions the difference moves by several questions between question sets;
     the interval says whether a gap is more than that.
     """
-    import numpy as np
-
     if len(a) != len(b) or not a:
         raise ValueError(f"paired_diff_ci needs two equally long, non-empty lists of per-question "
                          f"results (got {len(a)} and {len(b)})")
