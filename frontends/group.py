@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sglang_pr.deepconf.client import GroupError, post_group
+from sglang_pr.cli.client import GroupError, post_group
 from sglang_pr.frontends.vote import VoteExpr
 
 __all__ = ["GroupError", "deepconf_group"]

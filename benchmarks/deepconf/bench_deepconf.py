@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead_bench import run_overhead  # noqa: E402
 
 from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
-from sglang_pr.deepconf.demo import (  # noqa: E402
+from sglang_pr.cli.side_by_side import (  # noqa: E402
     DEFAULT_SAMPLING,
     MethodStats,
     paired_diff_ci,

@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 import torch
 
-from sglang_pr.deepconf import scheduler_hooks as hooks
-from sglang_pr.deepconf.observer import PLAN_ATTR, DeepConfObserver
-from sglang_pr.deepconf.runtime_state import state_of
+from sglang_pr.deepconf import early_stop as hooks
+from sglang_pr.deepconf.early_stop import PLAN_ATTR, DeepConfObserver
+from sglang_pr.deepconf.early_stop import state_of
 from sglang_pr.model.task import heldout_set
 
 BATCH = 32

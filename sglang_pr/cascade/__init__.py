@@ -1,16 +1,25 @@
-"""Cascade (shared-prefix) attention backend for fork groups at decode (issue 6).
+"""Cascade (shared-prefix) attention backend for fork groups at decode.
 
-``register`` (called by :mod:`sglang_pr.plugin` in every SGLang process) adds the attention
-backend ``cascade`` to SGLang's registry and to the ``--attention-backend`` choices. The backend
-itself (:mod:`.backend`) is imported only when SGLang builds it, in the scheduler process.
+Concept -> file: ``config`` (settings, ``SGLANG_PR_CASCADE``), ``plan`` (groups found once per
+batch from SGLang's request-to-token table), ``policy`` (the cost rule: cascade or flat),
+``backend`` (the SGLang attention backend; kernels in ``sglang_pr.kernels``).
+
+``register`` adds the attention backend ``cascade`` to SGLang's registry and to the
+``--attention-backend`` choices; it patches nothing (``HOOKS`` is empty). The backend itself
+is imported only when SGLang builds it, in the scheduler process.
 """
 
 from __future__ import annotations
 
+from sglang_pr.internals import Hook
+
 from .config import BACKEND_NAME, CascadeConfig, load_config
 from .policy import should_use_cascade
 
-__all__ = ["BACKEND_NAME", "CascadeConfig", "load_config", "register", "should_use_cascade"]
+__all__ = ["BACKEND_NAME", "HOOKS", "CascadeConfig", "load_config", "register",
+           "should_use_cascade"]
+
+HOOKS: tuple[Hook, ...] = ()  # extension points only: the attention registry and CLI choices
 
 
 def _create_backend(model_runner):

@@ -26,6 +26,7 @@ import torch
 from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
 from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 
+from sglang_pr.internals import run_sdpa_forward_decode
 from sglang_pr.kernels import CascadeDecode, WorkList, resolve_impl
 from sglang_pr.runtime_defaults import NO_CUDA_GRAPH_FLAGS, flags_argv
 
@@ -186,7 +187,8 @@ class CascadeAttnBackend(TorchNativeAttnBackend):
     def _flat_rows(self, q_, k_cache, v_cache, layer, st: _DecodeState):
         """torch_native's own decode for the rows in no group. Returns ``[Bf, Hq, Dv]``."""
         out = q_.new_empty((st.flat.numel(), layer.tp_q_head_num, layer.v_head_dim))
-        self._run_sdpa_forward_decode(
+        run_sdpa_forward_decode(
+            self,
             q_[st.flat],
             out,
             k_cache,

@@ -8,11 +8,11 @@ at start-up with an error naming the field.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from sglang_pr.validation import json_setting, parse_model
 
 ENV_VAR = "SGLANG_PR_CASCADE"
 BACKEND_NAME = "cascade"
@@ -50,19 +50,6 @@ def load_config(environ: Optional[dict] = None) -> CascadeConfig:
     """Parse ``SGLANG_PR_CASCADE`` (JSON object); defaults when unset.
 
     Raises:
-        ValueError: naming the offending field, or saying the JSON does not parse.
+        ConfigError (a ValueError): naming the offending field, or saying the JSON does not parse.
     """
-    raw = (environ if environ is not None else os.environ).get(ENV_VAR, "").strip()
-    if not raw:
-        return CascadeConfig()
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{ENV_VAR} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{ENV_VAR} must be a JSON object, got {type(data).__name__}")
-    try:
-        return CascadeConfig(**data)
-    except ValidationError as e:
-        fields = ", ".join(".".join(map(str, err["loc"])) for err in e.errors())
-        raise ValueError(f"{ENV_VAR}: invalid field(s) {fields}: {e}") from None
+    return parse_model(CascadeConfig, json_setting(ENV_VAR, environ), ENV_VAR)

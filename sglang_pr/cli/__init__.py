@@ -10,7 +10,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "sglang_pr.cli.serve",
     "sglang_pr.cli.demo",
-    "sglang_pr.medusa.cli",
+    "sglang_pr.cli.medusa",
 )
 
 

@@ -18,7 +18,7 @@ from sglang_pr.cli import CliError
 from sglang_pr.model import task
 
 # The fork/vote program samples at 1.0, as the model-quality figures do (pass@1, maj@32);
-# the DeepConf side-by-side uses DeepConf's own sampling (sglang_pr.deepconf.demo).
+# the DeepConf side-by-side uses DeepConf's own sampling (sglang_pr.cli.side_by_side).
 VOTE_TEMPERATURE = 1.0
 
 
@@ -135,8 +135,8 @@ def _run_and_report(args: argparse.Namespace, url: str, problems: list[task.Prob
 
 
 def _side_by_side(args: argparse.Namespace, url: str, n_questions: int) -> None:
-    """Self-consistency vs DeepConf-low, same questions, same server (sglang_pr.deepconf.demo)."""
-    from sglang_pr.deepconf import demo as deepconf_demo
+    """Self-consistency vs DeepConf-low, same questions, same server (sglang_pr.cli.side_by_side)."""
+    from sglang_pr.cli import side_by_side as deepconf_demo
 
     print(f"\nself-consistency vs DeepConf-low, {n_questions} questions, budget {args.budget} "
           "traces (in-server fork groups) ...", flush=True)

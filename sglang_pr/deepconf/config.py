@@ -16,18 +16,16 @@ percentile survive. (The reference code's ``CONFIDENCE_PERCENTILE`` is 100 âˆ’ Î
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sglang_pr.validation import ConfigError, field_error, json_setting, parse_model
+
+__all__ = ["ConfigError", "DeepConfConfig", "TraceSettings", "parse_config", "parse_trace_settings"]
 
 Method = Literal["sc", "deepconf_low", "deepconf_high", "deepconf"]
 ConfidenceKind = Literal["lowest_group", "bottom10", "tail", "mean"]
@@ -92,6 +90,16 @@ class DeepConfConfig(BaseModel):
             raise ValueError("must be in (0, 100] (percentage of traces kept)")
         return v
 
+    @field_validator("answer_regex")
+    @classmethod
+    def _compiles(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression ({e})") from None
+        return v
+
     @field_validator("tau")
     @classmethod
     def _tau_range(cls, v: float) -> float:
@@ -102,14 +110,14 @@ class DeepConfConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "DeepConfConfig":
         if self.method != "sc" and self.n_init > self.budget:  # sc has no warm-up
-            raise _field_error("n_init", f"must be <= budget ({self.budget}), got {self.n_init}")
+            raise field_error("n_init", f"must be <= budget ({self.budget}), got {self.n_init}")
         named = METHOD_ETA.get(self.method)
         if named is not None and self.eta is not None and self.eta != named:
-            raise _field_error("eta", f"method {self.method!r} fixes eta={named}; got {self.eta}")
+            raise field_error("eta", f"method {self.method!r} fixes eta={named}; got {self.eta}")
         if self.method == "deepconf" and self.eta is None:
-            raise _field_error("eta", "required when method='deepconf'")
+            raise field_error("eta", "required when method='deepconf'")
         if self.extractor == "regex" and not self.answer_regex:
-            raise _field_error("answer_regex", "required when extractor='regex'")
+            raise field_error("answer_regex", "required when extractor='regex'")
         return self
 
     # Effective values (the None defaults resolved by method).
@@ -168,55 +176,48 @@ class TraceSettings(BaseModel):
         return d
 
 
-def _field_error(field: str, msg: str) -> ValueError:
-    return ValueError(f"{field}: {msg}")
+class ServerLimits(BaseModel):
+    """Caps a server puts on every group, set at launch (``SGLANG_PR_DEEPCONF_LIMITS``, JSON;
+    ``sglang-pr serve --deepconf-limits``) and reported by ``/sglang_pr/info``.
+
+    A group over a cap is refused with 400 naming the field, before anything runs: without a
+    cap ``budget: 10**9`` would run until the client gave up.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_budget: PositiveCount = Field(1024, description="most traces one group may start")
+    max_width: PositiveCount = Field(128, description="most traces of one group running at once")
+
+    def check(self, cfg: DeepConfConfig, prefix: str) -> DeepConfConfig:
+        for field, cap in (("budget", self.max_budget), ("width", self.max_width)):
+            if getattr(cfg, field) > cap:
+                name = f"{prefix}.{field}"
+                raise ConfigError(f"{name}: must be <= {cap} (this server's {LIMITS_ENV} "
+                                  f"max_{field})", name)
+        return cfg
 
 
-class ConfigError(ValueError):
-    """Bad DeepConf settings; ``str()`` names the offending field (``prefix.field: reason``)."""
-
-    def __init__(self, message: str, field: str):
-        super().__init__(message)
-        self.field = field
+LIMITS_ENV = "SGLANG_PR_DEEPCONF_LIMITS"
 
 
-def describe_validation_error(err: ValidationError, prefix: str) -> ConfigError:
-    """One readable line naming the first bad field, e.g. ``deepconf.window: must be > 0``."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
-    msg = first.get("msg", "invalid value")
-    if first.get("type") == "extra_forbidden":
-        msg = "unknown field"
-    if not loc and msg.startswith("Value error, ") and ":" in msg:
-        # model-level checks raise "field: reason" (see _field_error)
-        loc, _, msg = msg[len("Value error, "):].partition(": ")
-    msg = msg.removeprefix("Value error, ")
-    field = f"{prefix}.{loc}" if loc else prefix
-    return ConfigError(f"{field}: {msg}", field)
-
-
-def _parse(model: type[BaseModel], data: Any, prefix: str):
-    """``model`` from a JSON object; raises :class:`ConfigError` naming the bad field."""
-    if isinstance(data, model):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix}: must be an object", prefix)
-    try:
-        return model(**data)
-    except ValidationError as err:
-        raise describe_validation_error(err, prefix) from None
+@functools.lru_cache(maxsize=1)
+def server_limits() -> ServerLimits:
+    """This process's limits (read once; a bad value stops the server at start-up)."""
+    return parse_model(ServerLimits, json_setting(LIMITS_ENV), LIMITS_ENV)
 
 
 def parse_config(data: Any, prefix: str = "deepconf") -> DeepConfConfig:
-    """Validate a group config from JSON; raises :class:`ConfigError` naming the field."""
-    return _parse(DeepConfConfig, data, prefix)
+    """Validate a group config from JSON, within :func:`server_limits`; raises
+    :class:`ConfigError` naming the field."""
+    return server_limits().check(parse_model(DeepConfConfig, data, prefix), prefix)
 
 
 def parse_trace_settings(data: Any, prefix: str = "custom_params.deepconf") -> TraceSettings:
     """Validate per-request settings; raises :class:`ConfigError` naming the field."""
     if data is True:  # {"deepconf": true}: track with the defaults
         return TraceSettings()
-    return _parse(TraceSettings, data, prefix)
+    return parse_model(TraceSettings, data, prefix)
 
 
 def requested(custom_params: Any) -> Any:

@@ -26,8 +26,6 @@ import math
 import uuid
 from typing import Any, Optional
 
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
 from sglang_pr.deepconf.config import (
     ConfigError,
     parse_config,
@@ -36,6 +34,7 @@ from sglang_pr.deepconf.config import (
 )
 from sglang_pr.deepconf.group import GroupResult, GroupRun, most_confident
 from sglang_pr.deepconf.server_backend import TokenizerManagerBackend, run_until_disconnect
+from sglang_pr.internals import convert_openai_request
 
 OPENAI_FINISH = ("stop", "length")
 
@@ -96,7 +95,7 @@ async def _around_handle_request(original, serving, request, raw_request, *args,
             raise ConfigError(err, err.split(":")[0])
         loop = asyncio.get_running_loop()
         adapted, _ = await loop.run_in_executor(
-            None, serving._convert_to_internal_request, request, raw_request)
+            None, convert_openai_request, serving, request, raw_request)
         prompt = _prompt_of(adapted)
     except ConfigError as e:
         return serving.create_error_response(str(e), param=e.field)
@@ -167,14 +166,3 @@ def _chat_response(model, text, finish, usage, meta):
         id=f"chatcmpl-{uuid.uuid4().hex}", model=model, usage=usage, metadata=meta,
         choices=[ChatCompletionResponseChoice(
             index=0, message=ChatMessage(role="assistant", content=text), finish_reason=finish)])
-
-
-TARGETS = (
-    "sglang.srt.entrypoints.openai.serving_completions.OpenAIServingCompletion.handle_request",
-    "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat.handle_request",
-)
-
-
-def register_hooks() -> None:
-    for target in TARGETS:
-        HookRegistry.register(target, _around_handle_request, HookType.AROUND)

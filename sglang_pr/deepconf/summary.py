@@ -4,7 +4,7 @@ Definitions (natural-log token confidences C_1..C_n, window w):
 
 * group confidences: the means of every full window ``C[i:i+w]`` (n − w + 1 of them); a trace
   shorter than w has a single group, the mean of all its tokens (the online tracker's rule for a
-  not-yet-full window, see :mod:`sglang_pr.deepconf.tracker`).
+  not-yet-full window, see :mod:`sglang_pr.deepconf.early_stop`).
 * lowest_group: the minimum group confidence — the online signal.
 * bottom10: the mean of the lowest ``max(1, floor(0.1 · G))`` group confidences.
 * tail: the mean of the last w token confidences (all of them if n < w).

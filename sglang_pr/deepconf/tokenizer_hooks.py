@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, parse_trace_settings, requested
-from sglang_pr.deepconf.runtime_state import (
+from sglang_pr.deepconf.early_stop import (
     META_CONFIDENCES,
     META_SUMMARY,
     settings_from_custom_params,
@@ -54,15 +53,3 @@ def _after_update_meta_info(result, manager, meta_info: dict, state, customized_
     if settings is not None:
         confs = [c for c in meta_info[META_CONFIDENCES] if c is not None]
         meta_info[META_SUMMARY] = summarize(confs, settings.window).to_dict()
-
-
-TARGETS = (
-    ("sglang.srt.sampling.sampling_params.SamplingParams.verify", _after_verify, HookType.AFTER),
-    ("sglang.srt.managers.tokenizer_manager.TokenizerManager.update_request_meta_info",
-     _after_update_meta_info, HookType.AFTER),
-)
-
-
-def register_hooks() -> None:
-    for target, hook, kind in TARGETS:
-        HookRegistry.register(target, hook, kind)

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from sglang_pr.deepconf.seeded_sampling import multinomial_with_seed
+from sglang_pr.cpu_platform.seeded_sampling import multinomial_with_seed
 
 
 def greedy_node_accept(

@@ -173,7 +173,7 @@ def load_heads(
     """Load heads and check them against the base model's hidden size and vocab size.
 
     The tree and top-k a heads directory carries are read by
-    :func:`sglang_pr.medusa.settings.resolve_medusa_config` (one place for the decoding side).
+    :func:`sglang_pr.medusa.config.resolve_medusa_config` (one place for the decoding side).
     """
     p = Path(path)
     read_heads_config(p)  # a missing or bad config.json is named before any weight is read

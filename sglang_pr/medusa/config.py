@@ -2,6 +2,8 @@
 
 ``MedusaConfig``   the decoding side: heads, tree, acceptance thresholds.
 ``MedusaTrainConfig`` the ``sglang-pr medusa train`` recipe (Medusa-1, self-distillation).
+``resolve_medusa_config`` the serving-time config from defaults, heads dir, env and flags.
+``MedusaHeadsConfig`` what SGLang's AutoConfig sees for a heads directory.
 
 The typical-acceptance thresholds follow the Medusa paper's names: a candidate token x is
 accepted when p(x) > min(ε, δ·exp(−H(p))), with ε = 0.09 (``typical_epsilon``) and
@@ -11,9 +13,17 @@ and ``posterior_alpha`` and swaps them between layers; here they are named once.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from transformers import PretrainedConfig
+
+from sglang_pr.medusa.checkpoint import MedusaHeadsError, read_heads_config
+from sglang_pr.validation import ConfigError, json_setting, parse_model
+
+ALGORITHM = "MEDUSA"  # the --speculative-algorithm name
+BACKEND_NAME = "medusa_tree"  # attention backend (the cascade subsystem registers its own)
+ENV_VAR = "SGLANG_PR_MEDUSA"
 
 Path_ = tuple[int, ...]
 
@@ -112,3 +122,91 @@ class MedusaTrainConfig(BaseModel):
     calib_prompts: int = Field(64, ge=8, description="held-back generations for the tree")
     tree_nodes: int = Field(32, ge=2, le=128, description="tree size incl. the root")
     top_k: int = Field(10, ge=1, le=64)
+
+
+
+# Serving-time ``MedusaConfig``: one rule, two callers (main process and the worker).
+# Precedence, lowest first:
+# 1. ``MedusaConfig`` defaults (above);
+# 2. the heads directory (``--speculative-draft-model-path``): its head count, layer count and,
+#    when it carries one, the tree and top-k it was calibrated with;
+# 3. ``SGLANG_PR_MEDUSA``: a JSON object of ``MedusaConfig`` fields, e.g.
+#    ``{"tree": [[0], [0, 0], [1]], "typical_epsilon": 0.05}`` (or ``@/path/to/file.json``);
+#    unknown keys or bad values raise, naming the field;
+# 4. ``--speculative-num-draft-tokens N``: keep the first N - 1 tree paths (N counts the root).
+# The main process resolves it while SGLang resolves its server args (so a bad heads file fails
+# there, before anything is served); the scheduler's worker resolves it again from the same
+# inputs and gets the same tree.
+
+
+class MedusaSettingsError(ValueError):
+    """A bad MEDUSA setting; the message names the source and the field."""
+
+
+def resolve_medusa_config(
+    heads_path: Optional[str],
+    num_draft_tokens: Optional[int] = None,
+    env: Optional[str] = None,
+) -> MedusaConfig:
+    """The effective config; ``env`` defaults to ``os.environ[SGLANG_PR_MEDUSA]``."""
+    if not heads_path:
+        raise MedusaSettingsError(
+            "MEDUSA needs --speculative-draft-model-path <heads directory> "
+            "(e.g. the shipped sglang_pr/assets/tiny-reasoner-medusa)"
+        )
+    try:
+        cfg = read_heads_config(heads_path)
+    except MedusaHeadsError as e:
+        raise MedusaSettingsError(str(e)) from None
+    fields: dict[str, Any] = {
+        "num_heads": int(cfg["medusa_num_heads"]),
+        "num_layers": int(cfg.get("medusa_num_layers", 1)),
+    }
+    ours = cfg.get("sglang_pr") or {}
+    if ours.get("top_k") is not None:
+        fields["top_k"] = int(ours["top_k"])
+    if ours.get("tree"):
+        fields["tree"] = ours["tree"]
+    elif fields["num_heads"] < max(len(p) for p in MedusaConfig.model_fields["tree"].default):
+        # The default tree is 5 deep; heads without a tree of their own and fewer heads get
+        # the default cut to their depth (a depth cut of a tree is still a tree).
+        default = MedusaConfig.model_fields["tree"].default
+        fields["tree"] = [p for p in default if len(p) <= fields["num_heads"]]
+    try:
+        fields.update(json_setting(ENV_VAR, None if env is None else {ENV_VAR: env}))
+    except ConfigError as e:
+        raise MedusaSettingsError(str(e)) from None
+    if num_draft_tokens is not None and "max_tree_nodes" not in fields:
+        fields["max_tree_nodes"] = int(num_draft_tokens)
+    try:
+        return parse_model(MedusaConfig, fields, "")
+    except ConfigError as e:
+        raise MedusaSettingsError(f"MEDUSA setting {e}") from None
+
+
+# SGLang reads the draft path's config.json with AutoConfig while it resolves server args; the
+# reference Medusa format has no ``model_type``, so it gets this config class instead.
+class MedusaHeadsConfig(PretrainedConfig):
+    model_type = "medusa_heads"
+
+    def __init__(self, medusa_num_heads: int = 5, medusa_num_layers: int = 1, **kwargs):
+        self.medusa_num_heads = medusa_num_heads
+        self.medusa_num_layers = medusa_num_layers
+        super().__init__(**kwargs)
+
+
+def medusa_hf_config(path: str) -> MedusaHeadsConfig:
+    data = dict(read_heads_config(path))
+    data.pop("model_type", None)
+    data.pop("architectures", None)
+    data.pop("sglang_pr", None)
+    return MedusaHeadsConfig(**data)
+
+
+def get_config_around(original, model, *args, **kwargs):
+    """AROUND ``hf_transformers_utils.get_config``: a heads directory gets MedusaHeadsConfig."""
+    from sglang_pr.medusa.checkpoint import is_medusa_dir
+
+    if isinstance(model, str) and is_medusa_dir(model):
+        return medusa_hf_config(model)
+    return original(model, *args, **kwargs)

@@ -19,8 +19,7 @@ import logging
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo
 
 from sglang_pr.medusa.checkpoint import MedusaHeadsError, check_heads
-from sglang_pr.medusa.registration import BACKEND_NAME
-from sglang_pr.medusa.settings import MedusaSettingsError, resolve_medusa_config
+from sglang_pr.medusa.config import BACKEND_NAME, MedusaSettingsError, resolve_medusa_config
 from sglang_pr.medusa.tree import MedusaTree
 
 logger = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, Forw
 from sglang.srt.runtime_context import get_spec
 from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 
-from sglang_pr.medusa import confidence_bridge
+from sglang_pr.deepconf import speculative as confidence_bridge
 from sglang_pr.medusa.checkpoint import load_heads
-from sglang_pr.medusa.settings import resolve_medusa_config
+from sglang_pr.medusa.config import resolve_medusa_config
 from sglang_pr.medusa.spec_input import MedusaSpecInput
 from sglang_pr.medusa.tree import MedusaTree
 from sglang_pr.medusa.verify import VerifyResult, verify_tree

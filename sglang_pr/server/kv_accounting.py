@@ -12,17 +12,14 @@ from __future__ import annotations
 import time
 
 import requests
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-TARGET = (
-    "sglang.srt.managers.scheduler_components.internal_state."
-    "SchedulerInternalStateController._add_memory_usage"
-)
+from sglang_pr.internals import patched_targets
 
 
 def _add_kv_state(result, controller, state: dict) -> None:
     s = controller.scheduler
     checker = getattr(s, "invariant_checker", None)
+    state["sglang_pr_patched_hooks"] = patched_targets()  # the scheduler process's
     state["sglang_pr_kv"] = {
         "total_tokens": int(s.max_total_num_tokens),
         "available_tokens": int(s.token_to_kv_pool_allocator.available_size()),
@@ -35,11 +32,6 @@ def _add_kv_state(result, controller, state: dict) -> None:
         "leak_warnings": int(getattr(checker, "count_memory_leak_warnings", 0))
         + int(getattr(checker, "count_req_pool_leak_warnings", 0)),
     }
-
-
-def register(features: list[str]) -> None:
-    HookRegistry.register(TARGET, _add_kv_state, HookType.AFTER)
-    features.append("kv_accounting")
 
 
 def kv_state(base_url: str) -> dict:

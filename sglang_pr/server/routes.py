@@ -2,23 +2,19 @@
 
 ``GET /sglang_pr/info`` is the visible proof that the plugin ran in the server: version, the
 features registered in this (main) process, the platform SGLang resolved, and each
-subsystem's config in force.
+subsystem's config in force (its ``info()``).
 """
 
 from __future__ import annotations
 
-import importlib
+from typing import Sequence
 
 from fastapi import APIRouter
 
 import sglang_pr
+from sglang_pr.internals import patched_targets
 
-# Modules exposing `router` (fastapi.APIRouter) and optionally `info() -> dict`.
-ROUTER_MODULES: tuple[str, ...] = (
-    "sglang_pr.deepconf.routes",
-)
-
-router = APIRouter()
+INFO_PATH = "/sglang_pr/info"
 
 
 def _platform_name() -> str:
@@ -27,29 +23,26 @@ def _platform_name() -> str:
     return type(current_platform).__module__ + "." + type(current_platform).__name__
 
 
-@router.get("/sglang_pr/info")
-async def sglang_pr_info() -> dict:
-    from sglang_pr.plugin import FEATURES
+def info_router(subsystems: Sequence, features: list[str]) -> APIRouter:
+    router = APIRouter()
 
-    config = {}
-    for name in ROUTER_MODULES:
-        module = importlib.import_module(name)
-        if hasattr(module, "info"):
-            config[name.rsplit(".", 2)[-2]] = module.info()
-    return {
-        "name": "sglang_pr",
-        "version": sglang_pr.__version__,
-        "features": list(FEATURES),
-        "platform": _platform_name(),
-        "config": config,
-    }
+    @router.get(INFO_PATH)
+    async def sglang_pr_info() -> dict:
+        config = {m.__name__.rsplit(".", 1)[-1]: m.info() for m in subsystems
+                  if hasattr(m, "info")}
+        return {"name": "sglang_pr", "version": sglang_pr.__version__,
+                "features": list(features), "platform": _platform_name(), "config": config,
+                "patched_hooks": patched_targets()}  # this (main) process's
+
+    return router
 
 
-def install_routes(app) -> None:
-    """Include every sglang_pr router in SGLang's app, once."""
+def install_routes(app, subsystems: Sequence, features: list[str]) -> None:
+    """Include the info route and every subsystem's routers in SGLang's app, once."""
     if getattr(app.state, "sglang_pr_routes", False):
         return
     app.state.sglang_pr_routes = True
-    app.include_router(router)
-    for name in ROUTER_MODULES:
-        app.include_router(importlib.import_module(name).router)
+    app.include_router(info_router(subsystems, features))
+    for module in subsystems:
+        for router in getattr(module, "routers", lambda: [])():
+            app.include_router(router)

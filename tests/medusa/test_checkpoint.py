@@ -14,7 +14,7 @@ from sglang_pr.medusa.checkpoint import (
     save_heads,
 )
 from sglang_pr.medusa.heads import MedusaHeads
-from sglang_pr.medusa.settings import resolve_medusa_config
+from sglang_pr.medusa.config import resolve_medusa_config
 
 torch.set_num_threads(1)
 

@@ -5,10 +5,18 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from sglang_pr.medusa import SHIPPED_HEADS_DIR
 from sglang_pr.medusa.checkpoint import save_heads
-from sglang_pr.medusa.config import DEFAULT_TREE, MedusaConfig, MedusaTrainConfig
+from sglang_pr.medusa.config import (
+    DEFAULT_TREE,
+    MedusaConfig,
+    MedusaSettingsError,
+    MedusaTrainConfig,
+    get_config_around,
+    medusa_hf_config,
+    resolve_medusa_config,
+)
 from sglang_pr.medusa.heads import MedusaHeads
-from sglang_pr.medusa.settings import MedusaSettingsError, resolve_medusa_config
 
 
 def test_defaults_are_the_anchored_values():
@@ -77,3 +85,22 @@ def test_bad_settings_are_named(heads_dir, env, needle):
 def test_missing_heads_path():
     with pytest.raises(MedusaSettingsError, match="speculative-draft-model-path"):
         resolve_medusa_config(None, env="")
+
+
+# SGLang reads the draft path's config.json; a Medusa heads directory must not break that.
+def test_shipped_heads_config_reads_as_a_transformers_config():
+    cfg = medusa_hf_config(str(SHIPPED_HEADS_DIR))
+    assert cfg.model_type == "medusa_heads"
+    assert (cfg.medusa_num_heads, cfg.medusa_num_layers) == (5, 1)
+
+
+def test_get_config_hook_only_intercepts_medusa_dirs(tmp_path):
+    calls = []
+
+    def original(model, *a, **kw):
+        calls.append(model)
+        return "base-config"
+
+    assert get_config_around(original, str(tmp_path)) == "base-config"  # not a heads dir
+    got = get_config_around(original, str(SHIPPED_HEADS_DIR))
+    assert got.model_type == "medusa_heads" and calls == [str(tmp_path)]

@@ -75,7 +75,7 @@ def test_missing_heads_path(model_dir):
 def test_registered_with_sglang():
     from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
-    from sglang_pr.medusa.registration import register
+    from sglang_pr.medusa import register
 
     register([])
     spec = SpeculativeAlgorithm.from_string("medusa")

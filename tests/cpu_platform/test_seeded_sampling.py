@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from sglang_pr.deepconf.seeded_sampling import cpu_multinomial_with_seed, murmur_hash32_torch
+from sglang_pr.cpu_platform.seeded_sampling import cpu_multinomial_with_seed, murmur_hash32_torch
 
 
 def test_hash_is_deterministic_and_spread():
@@ -35,7 +35,7 @@ def test_samples_follow_the_distribution():
 _SGLANG_HASH = """
 import torch, triton
 from sglang.kernels.ops.sampling.murmur_hash import murmur_hash32_kernel
-from sglang_pr.deepconf.seeded_sampling import murmur_hash32_torch
+from sglang_pr.cpu_platform.seeded_sampling import murmur_hash32_torch
 seed = torch.tensor([0, 1, 42, 2**40 + 7, -3])
 pos = torch.tensor([0, 5, 17, 1000, 3])
 out = torch.empty((5, 300), dtype=torch.uint32)

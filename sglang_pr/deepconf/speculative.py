@@ -25,7 +25,7 @@ def accepted_rows(logits: torch.Tensor, accept_nodes: torch.Tensor) -> torch.Ten
 
 
 def _tracked(batch) -> list[tuple[int, object, object]]:
-    from sglang_pr.deepconf import runtime_state
+    from sglang_pr.deepconf import early_stop as runtime_state
 
     out = []
     for i, req in enumerate(batch.reqs):
@@ -37,7 +37,7 @@ def _tracked(batch) -> list[tuple[int, object, object]]:
 
 def _push(tracked, rows: torch.Tensor, lens: list[int]) -> None:
     """rows [m, W, V] for the m tracked requests; lens[i] tokens emitted by request i."""
-    from sglang_pr.deepconf import runtime_state
+    from sglang_pr.deepconf import early_stop as runtime_state
     from sglang_pr.deepconf.confidence import topk_logprob_prefix_means
 
     k_max = max(st.settings.k for _, _, st in tracked)

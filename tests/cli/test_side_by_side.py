@@ -2,7 +2,7 @@
 
 import pytest
 
-from sglang_pr.deepconf import demo
+from sglang_pr.cli import side_by_side as demo
 from sglang_pr.model.task import heldout_set
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from pydantic import ValidationError
-
 from sglang_pr.cli import CliError
+from sglang_pr.validation import ConfigError, parse_model
 
 # CLI flag -> MedusaTrainConfig field (only those worth changing from the command line).
 _FIELDS = {
@@ -65,11 +64,10 @@ def train_config_from_args(args: argparse.Namespace):
         except ValueError:
             raise CliError(f"--temperatures {args.temperatures}: not a comma list of numbers")
     try:
-        return MedusaTrainConfig(**fields)
-    except ValidationError as e:
-        err = e.errors()[0]
-        flag = "--" + str(err["loc"][0]).replace("_", "-")
-        raise CliError(f"{flag}: {err['msg']}") from None
+        return parse_model(MedusaTrainConfig, fields, "")
+    except ConfigError as e:
+        flag = "--" + e.field.split(".")[0].replace("_", "-")
+        raise CliError(f"{flag}{str(e)[len(e.field):]}") from None
 
 
 def run_train(args: argparse.Namespace, extra: list[str]) -> int:

@@ -2,7 +2,7 @@
 
 import torch
 
-from sglang_pr.medusa.confidence_bridge import accepted_rows
+from sglang_pr.deepconf.speculative import accepted_rows
 
 torch.set_num_threads(1)
 

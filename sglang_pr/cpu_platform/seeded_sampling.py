@@ -21,18 +21,18 @@ Off by default: without the variable nothing changes.
 
 from __future__ import annotations
 
-import os
 import random
 
 import torch
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-ENV = "SGLANG_PR_SEEDED_SAMPLING"
+from sglang_pr.internals import env_on
+
+ENV = "SGLANG_PR_SEEDED_SAMPLING"  # the env of its rows in cpu_platform.HOOKS
 SEED_ATTR = "_sglang_pr_seed"  # a request's drawn seed, kept across re-prefills
 
 
 def enabled() -> bool:
-    return os.environ.get(ENV, "0").lower() in ("1", "true", "yes")
+    return env_on(ENV)
 
 
 def _after_from_schedule_batch(result, cls, batch, *args, **kwargs) -> None:
@@ -111,12 +111,3 @@ def _around_multinomial_with_seed(original, logprobs, seed, positions):
     if logprobs.device.type == "cpu":
         return cpu_multinomial_with_seed(logprobs, seed, positions)
     return original(logprobs, seed, positions)
-
-
-def register_hooks() -> None:
-    if enabled():
-        HookRegistry.register(
-            "sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.from_schedule_batch",
-            _after_from_schedule_batch, HookType.AFTER)
-        HookRegistry.register("sglang.srt.layers.sampler.multinomial_with_seed",
-                              _around_multinomial_with_seed, HookType.AROUND)

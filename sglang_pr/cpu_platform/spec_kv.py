@@ -9,15 +9,10 @@ build. Each hook (HookRegistry AROUND) is a pass-through unless the tensors live
 - ``MHATokenToKVPool._init_kv_copy_and_warmup``: sets up (and warms up) the Triton KV copy
   used by ``move_kv_cache``; on CPU the pool is switched to SGLang's own native move instead.
 
-These belong with the CPU platform; they live here until the platform provides them.
+The hook rows are in ``sglang_pr.cpu_platform.HOOKS``.
 """
 
 from __future__ import annotations
-
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-_ASSIGN = "sglang.srt.mem_cache.allocation.assign_req_to_token_pool_func"
-_KV_COPY = "sglang.srt.mem_cache.memory_pool.MHATokenToKVPool._init_kv_copy_and_warmup"
 
 
 def assign_req_to_token_torch(req_pool_indices, req_to_token, start_offset, end_offset,
@@ -49,8 +44,3 @@ def _kv_copy_around(original, self, *args, **kwargs):
         return original(self, *args, **kwargs)
     self._kv_copy_config = None
     self.use_native_move_kv_cache = True  # SGLang's torch indexing move (move_kv_cache_native)
-
-
-def register_cpu_hooks() -> None:
-    HookRegistry.register(_ASSIGN, _assign_around, HookType.AROUND)
-    HookRegistry.register(_KV_COPY, _kv_copy_around, HookType.AROUND)

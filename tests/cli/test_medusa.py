@@ -3,7 +3,7 @@
 import pytest
 
 from sglang_pr.cli import CliError, build_parser
-from sglang_pr.medusa.cli import train_config_from_args
+from sglang_pr.cli.medusa import train_config_from_args
 
 
 def parse(*argv):
@@ -26,7 +26,7 @@ def test_bad_values_name_the_flag(argv, needle):
 
 
 def test_missing_model_is_a_cli_error(tmp_path):
-    from sglang_pr.medusa.cli import run_train
+    from sglang_pr.cli.medusa import run_train
 
     with pytest.raises(CliError, match="no config.json"):
         run_train(parse("--model-path", str(tmp_path)), [])

@@ -2,7 +2,7 @@
 
 import torch
 
-from sglang_pr.medusa.cpu_compat import assign_req_to_token_torch
+from sglang_pr.cpu_platform.spec_kv import assign_req_to_token_torch
 
 
 def test_assign_worked_example():

@@ -1,6 +1,6 @@
 """Self-consistency vs DeepConf side by side on held-out questions (for ``sglang-pr demo``).
 
-    from sglang_pr.deepconf.demo import side_by_side, format_table
+    from sglang_pr.cli.side_by_side import side_by_side, format_table
     rows = side_by_side(url, n_questions=20, budget=16)
     print(format_table(rows))
 
@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from sglang_pr.deepconf.client import post_group
+from sglang_pr.cli.client import post_group
 from sglang_pr.model import task
 
 # Sampling of the paper / reference repo (T = 0.6, top-p = 0.95).
