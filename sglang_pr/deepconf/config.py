@@ -37,6 +37,10 @@ METHOD_ETA: dict[str, float] = {"deepconf_low": 10.0, "deepconf_high": 90.0}
 
 # Key under ``sampling_params.custom_params`` that carries TraceSettings into the scheduler.
 CUSTOM_PARAMS_KEY = "deepconf"
+# meta_info keys of a DeepConf response: one confidence per output token (None where none was
+# computed; filled by the scheduler), and the trace's summary (added in the main process).
+META_CONFIDENCES = "deepconf_confidences"
+META_SUMMARY = "deepconf"
 # Finish-reason type of a trace stopped early (FinishLowConfidence in scheduler_hooks).
 LOW_CONFIDENCE = "low_confidence"
 # HTTP route of a whole fork group (routes.py serves it; demo and frontends call it).

@@ -42,6 +42,7 @@ from sglang.srt.managers.schedule_batch import BaseFinishReason
 from sglang_pr.deepconf.confidence import topk_logprob_mean, topk_logprob_prefix_means
 from sglang_pr.deepconf.config import (
     LOW_CONFIDENCE,
+    META_CONFIDENCES,
     ConfigError,
     TraceSettings,
     parse_trace_settings,
@@ -113,10 +114,6 @@ class ConfidenceTracker:
 
 # Attribute on sglang's Req holding its TraceState (None: the request did not opt in).
 STATE_ATTR = "_sglang_pr_deepconf"
-# Per-token meta_info key: one confidence per output token (None where none was computed).
-META_CONFIDENCES = "deepconf_confidences"
-# Request-level meta_info key with the trace's summary, added in the main process.
-META_SUMMARY = "deepconf"
 
 _UNSET = object()
 

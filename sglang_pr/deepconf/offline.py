@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from sglang_pr.deepconf.config import LOW_CONFIDENCE, METHOD_ETA
+from sglang_pr.deepconf.config import (
+    LOW_CONFIDENCE,
+    META_CONFIDENCES,
+    META_SUMMARY,
+    METHOD_ETA,
+)
 from sglang_pr.deepconf.extract import Extract, get_extractor
 from sglang_pr.deepconf.summary import TraceConfidence, summarize
 from sglang_pr.deepconf.vote import VoteResult, keep_top, weighted_vote
@@ -52,8 +57,8 @@ class Trace:
     def from_dict(cls, d: dict[str, Any]) -> "Trace":
         """From a group-response trace, a /generate response or a plain dict."""
         meta = d.get("meta_info") or {}
-        confs = d.get("confidences", meta.get("deepconf_confidences"))
-        summ = d.get("confidence", meta.get("deepconf"))
+        confs = d.get("confidences", meta.get(META_CONFIDENCES))
+        summ = d.get("confidence", meta.get(META_SUMMARY))
         finish = d.get("finish_reason", meta.get("finish_reason"))
         if isinstance(finish, dict):
             finish = finish.get("type")

@@ -16,12 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 
-from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, parse_trace_settings, requested
-from sglang_pr.deepconf.early_stop import (
+from sglang_pr.deepconf.config import (
+    CUSTOM_PARAMS_KEY,
     META_CONFIDENCES,
     META_SUMMARY,
-    settings_from_custom_params,
+    parse_trace_settings,
+    requested,
 )
+from sglang_pr.deepconf.early_stop import settings_from_custom_params
 from sglang_pr.deepconf.summary import summarize
 
 

@@ -10,8 +10,8 @@ import torch
 
 from sglang_pr.deepconf import early_stop as runtime_state
 from sglang_pr.deepconf.confidence import token_confidence
+from sglang_pr.deepconf.config import META_CONFIDENCES
 from sglang_pr.deepconf.early_stop import (
-    META_CONFIDENCES,
     PLAN_ATTR,
     ConfidenceHostOutput,
     ConfidenceTracker,
