@@ -47,6 +47,28 @@ LOW_CONFIDENCE = "low_confidence"
 GROUP_PATH = "/sglang_pr/deepconf/group"
 
 
+class SamplingDefaults(BaseModel):
+    """How every DeepConf/self-consistency run of the project samples unless told otherwise:
+    the paper's and reference repo's T = 0.6, top-p = 0.95; ``max_new_tokens`` covers the
+    shipped model's longest traces (8 steps of ~15 tokens plus the answer line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.6, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(160, ge=1)
+
+    def as_params(self, **overrides: Any) -> dict[str, Any]:
+        """SGLang ``sampling_params`` with these values, ``overrides`` on top."""
+        return {**self.model_dump(), **overrides}
+
+
+SAMPLING = SamplingDefaults()
+# Group-confidence window for the shipped model, whose traces are ~20-100 tokens: about one
+# step line ("c:72*4=288>88\n" is 15 tokens), not the paper's 2048 (demo and benchmarks).
+SHIPPED_MODEL_WINDOW = 16
+
+
 def _positive(v: int) -> int:
     if v <= 0:
         raise ValueError("must be > 0")
