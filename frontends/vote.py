@@ -6,9 +6,10 @@ voted answer to the parent state as variable ``name`` (an empty string when nobo
 The full result (answers, confidences, which traces voted, vote shares) is ``expr.result`` and
 is also stored as variable ``f"{name}_vote"`` of the state the expression is added to.
 
-Methods: ``majority`` | ``weighted`` | ``deepconf_low`` | ``deepconf_high`` | ``deepconf`` (with
-``eta``). All but ``majority`` need confidences: use
-:class:`~sglang_pr.frontends.endpoint.DeepConfRuntimeEndpoint` as the backend.
+Methods: ``sc`` (plain majority, self-consistency; the default) | ``weighted`` |
+``deepconf_low`` | ``deepconf_high`` | ``deepconf`` (with ``eta``). All but ``sc`` need
+confidences: use :class:`~sglang_pr.frontends.endpoint.DeepConfRuntimeEndpoint` as the backend.
+Filter and vote defaults (``confidence``, ``extractor``) are ``DeepConfConfig``'s.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Iterable, Optional, Union
 from sglang.lang.interpreter import ProgramState, ProgramStateGroup
 from sglang.lang.ir import SglConstantText, SglExprList, SglVarScopeBegin, SglVarScopeEnd
 
-from sglang_pr.deepconf.offline import OfflineResult, Trace, offline_vote
+from sglang_pr.deepconf.config import DeepConfConfig
+from sglang_pr.deepconf.offline import OfflineResult, Trace, offline_vote, resolve_method
 from sglang_pr.deepconf.summary import TraceConfidence
+
+_DEFAULTS = DeepConfConfig.model_fields  # filter/vote defaults, declared once in config
 
 
 class VoteExpr(SglExprList):
@@ -51,20 +55,24 @@ def _result_dict(res: OfflineResult, traces: list[Trace], method: str) -> dict:
             "tokens": [t.tokens for t in traces]}
 
 
-def vote(forks, name: str, method: str = "majority", *, eta: Optional[float] = None,
-         confidence: str = "lowest_group", extractor: str = "task",
+# The default method is "sc", not DeepConfConfig's "deepconf_low": it is the only one that
+# works on any backend (no confidences needed).
+def vote(forks, name: str, method: str = "sc", *, eta: Optional[float] = None,
+         confidence: str = _DEFAULTS["vote_confidence"].default,
+         extractor: str = _DEFAULTS["extractor"].default,
          answer_regex: Optional[str] = None, include_stopped: bool = False) -> VoteExpr:
     """Vote over the forks' ``name`` generations (see the module docstring)."""
+    method = resolve_method(method)
     states = _states(forks)
     if not states:
         raise ValueError("vote: no forks to vote over")
     if any(type(s).__name__ == "TracerProgramState" for s in states):
         return VoteExpr(name, None, None)  # prefix tracing: nothing was generated
     traces = [_trace(s, name) for s in states]
-    if method != "majority" and any(t.summary is None for t in traces):
+    if method != "sc" and any(t.summary is None for t in traces):
         raise ValueError(
             f"vote(method={method!r}) needs per-trace confidences: run the program on a "
-            "sglang_pr.frontends.DeepConfRuntimeEndpoint backend (or use method='majority')")
+            "sglang_pr.frontends.DeepConfRuntimeEndpoint backend (or use method='sc')")
     res = offline_vote(traces, method, confidence=confidence, eta=eta, extractor=extractor,
                        answer_regex=answer_regex, include_stopped=include_stopped)
     result = _result_dict(res, traces, method)

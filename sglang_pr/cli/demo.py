@@ -15,11 +15,14 @@ import time
 from dataclasses import dataclass
 
 from sglang_pr.cli import CliError
+from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_TEMPERATURE
+from sglang_pr.deepconf.vote import weighted_vote
 from sglang_pr.model import task
 
-# The fork/vote program samples at 1.0, as the model-quality figures do (pass@1, maj@32);
-# the DeepConf side-by-side uses DeepConf's own sampling (sglang_pr.cli.side_by_side).
-VOTE_TEMPERATURE = 1.0
+# The fork/vote program samples at the model's own temperature, not SAMPLING's, as the
+# model-quality figures do (pass@1, maj@32): its accuracies are then comparable with those. The
+# DeepConf side-by-side uses SAMPLING (sglang_pr.cli.side_by_side).
+VOTE_TEMPERATURE = SHIPPED_MODEL_TEMPERATURE
 
 
 def add_parser(sub) -> None:
@@ -29,8 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--questions", type=int, default=40, help="held-out questions (default 40)")
     p.add_argument("--temperature", type=float, default=None,
                    help=f"sampling temperature (default {VOTE_TEMPERATURE} for the fork/vote "
-                        "program; DeepConf's own 0.6 for the side-by-side)")
-    p.add_argument("--max-new-tokens", type=int, default=160, help="per-branch token cap")
+                        f"program; DeepConf's own {SAMPLING.temperature} for the side-by-side)")
+    p.add_argument("--max-new-tokens", type=int, default=SAMPLING.max_new_tokens,
+                   help=f"per-branch token cap (default {SAMPLING.max_new_tokens})")
     p.add_argument("--url", default=None, help="use a running server instead of starting one")
     p.add_argument("--model-path", default=None, help="model to serve (default: shipped model)")
     p.add_argument("--port", type=int, default=None, help="port for the started server")
@@ -49,7 +53,7 @@ class QuestionResult:
 
     @property
     def voted(self) -> int | None:
-        return task.majority(self.branch_answers)
+        return weighted_vote(self.branch_answers).answer
 
 
 def fork_and_vote_program():

@@ -17,13 +17,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from sglang_pr.cli.client import post_group
+from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_WINDOW, DeepConfConfig
 from sglang_pr.model import task
 
-# Sampling of the paper / reference repo (T = 0.6, top-p = 0.95).
-DEFAULT_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 160}
-# The shipped model's traces are ~20-100 tokens, so the window is about one step line
-# ("c:72*4=288>88\n" is 15 characters = tokens), not 2048 (same as benchmarks/deepconf).
-DEMO_WINDOW = 16
+_N_INIT = DeepConfConfig.model_fields["n_init"].default
 
 
 @dataclass
@@ -84,17 +81,21 @@ def run_group(url: str, prompt: str, deepconf: dict, sampling: dict,
 
 
 def side_by_side(url: str, n_questions: int = 20, budget: int = 16,
-                 methods: Sequence[str] = ("sc", "deepconf_low"), window: int = DEMO_WINDOW,
+                 methods: Sequence[str] = ("sc", "deepconf_low"),
+                 window: int = SHIPPED_MODEL_WINDOW,
                  sampling: Optional[dict] = None, extra: Optional[dict] = None,
                  progress: Optional[Callable[[int, int], None]] = None) -> list[MethodStats]:
-    """Run each method on the same held-out questions; one MethodStats per method."""
-    sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
+    """Run each method on the same held-out questions; one MethodStats per method.
+
+    ``sampling`` overrides :data:`~sglang_pr.deepconf.config.SAMPLING`; ``width`` is the budget
+    (the whole group at once) and the warm-up is DeepConf's, cut to the budget."""
+    sampling = SAMPLING.as_params(**(sampling or {}))
     problems = task.heldout_set(n_questions)
     stats = {m: MethodStats(m, budget) for m in methods}
     for qi, p in enumerate(problems):
         for m in methods:
             cfg = {"method": m, "budget": budget, "window": window, "width": budget,
-                   "n_init": min(16, budget), **(extra or {})}
+                   "n_init": min(_N_INIT, budget), **(extra or {})}
             stats[m].add(*run_group(url, p.prompt, cfg, sampling), str(p.answer))
         if progress is not None:
             progress(qi + 1, len(problems))

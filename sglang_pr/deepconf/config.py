@@ -67,6 +67,10 @@ SAMPLING = SamplingDefaults()
 # Group-confidence window for the shipped model, whose traces are ~20-100 tokens: about one
 # step line ("c:72*4=288>88\n" is 15 tokens), not the paper's 2048 (demo and benchmarks).
 SHIPPED_MODEL_WINDOW = 16
+# The shipped model's own distribution (T 1, top-p 1): what its quality bar (pass@1, maj@32,
+# sglang_pr.model.evaluate) and the demo's fork/vote program sample at, so their accuracies
+# compare. It was tuned to slip at this temperature; DeepConf runs use SAMPLING instead.
+SHIPPED_MODEL_TEMPERATURE = 1.0
 
 
 def _positive(v: int) -> int:

@@ -7,18 +7,19 @@
 
 Methods (shared with the frontend ``vote`` primitive):
 
-* ``majority`` — every answered trace, one vote each (self-consistency);
+* ``sc`` — every answered trace, one vote each (self-consistency, as ``DeepConfConfig.method``);
 * ``weighted`` — every answered trace, weighted by its confidence;
 * ``deepconf_low`` / ``deepconf_high`` — keep the top 10 % / 90 % by confidence, weighted vote;
 * ``deepconf`` — keep the top ``eta`` %, weighted vote.
 
 Traces that ended early (finish type ``low_confidence``) are incomplete and excluded unless
-``include_stopped=True``.
+``include_stopped=True``. Votes and ties: :func:`sglang_pr.deepconf.vote.weighted_vote`.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -28,12 +29,27 @@ from sglang_pr.deepconf.config import (
     META_CONFIDENCES,
     META_SUMMARY,
     METHOD_ETA,
+    DeepConfConfig,
 )
 from sglang_pr.deepconf.extract import Extract, get_extractor
 from sglang_pr.deepconf.summary import TraceConfidence, summarize
 from sglang_pr.deepconf.vote import VoteResult, keep_top, weighted_vote
 
-VOTE_METHODS = ("majority", "weighted", "deepconf_low", "deepconf_high", "deepconf")
+VOTE_METHODS = ("sc", "weighted", "deepconf_low", "deepconf_high", "deepconf")
+# Old names still accepted (with a DeprecationWarning) so existing programs keep working.
+DEPRECATED_METHODS = {"majority": "sc"}
+_DEFAULTS = DeepConfConfig.model_fields  # a group's defaults, read here, never restated
+
+
+def resolve_method(method: str, stacklevel: int = 3) -> str:
+    """``method`` under its one name: ``"majority"`` becomes ``"sc"`` with a DeprecationWarning
+    (``stacklevel`` 3 points it at whoever called the function that calls this)."""
+    new = DEPRECATED_METHODS.get(method)
+    if new is None:
+        return method
+    warnings.warn(f"vote method {method!r} is deprecated; use {new!r} (the same method)",
+                  DeprecationWarning, stacklevel=stacklevel)
+    return new
 
 
 @dataclass
@@ -86,6 +102,7 @@ class OfflineResult:
 
 def method_eta(method: str, eta: Optional[float] = None) -> Optional[float]:
     """η for a vote method (None: no filter)."""
+    method = resolve_method(method)
     if method not in VOTE_METHODS:
         raise ValueError(f"unknown vote method {method!r}; known: {', '.join(VOTE_METHODS)}")
     if method in METHOD_ETA:
@@ -97,17 +114,19 @@ def method_eta(method: str, eta: Optional[float] = None) -> Optional[float]:
     return None
 
 
-def offline_vote(traces: Sequence[Trace], method: str = "deepconf_low", *,
-                 confidence: str = "lowest_group", window: int = 2048,
-                 eta: Optional[float] = None, extractor: Union[str, Extract] = "task",
+def offline_vote(traces: Sequence[Trace], method: str = _DEFAULTS["method"].default, *,
+                 confidence: str = _DEFAULTS["vote_confidence"].default,
+                 window: int = _DEFAULTS["window"].default, eta: Optional[float] = None,
+                 extractor: Union[str, Extract] = _DEFAULTS["extractor"].default,
                  answer_regex: Optional[str] = None,
                  include_stopped: bool = False) -> OfflineResult:
-    """Filter (top-η % by ``confidence``) and vote (weighted unless ``majority``)."""
+    """Filter (top-η % by ``confidence``) and vote (weighted unless ``sc``)."""
+    method = resolve_method(method)
     extract = extractor if callable(extractor) else get_extractor(extractor, answer_regex)
     keep_eta = method_eta(method, eta)
     answers = [t.answer if t.answer is not None else extract(t.text) for t in traces]
     usable = [include_stopped or t.finish_reason != LOW_CONFIDENCE for t in traces]
-    needs_conf = method != "majority"
+    needs_conf = method != "sc"
     confs = [t.confidence(confidence, window) if needs_conf else None for t in traces]
     if needs_conf and any(u and c is None for u, c in zip(usable, confs)):
         raise ValueError(f"method {method!r} needs per-trace confidences; some traces have none")
@@ -115,7 +134,7 @@ def offline_vote(traces: Sequence[Trace], method: str = "deepconf_low", *,
     kept = list(usable) if keep_eta is None else \
         keep_top([c if u else None for c, u in zip(confs, usable)], keep_eta)
     vote_answers = [a if k else None for a, k in zip(answers, kept)]
-    weights = None if method == "majority" else [c if c is not None else 0.0 for c in confs]
+    weights = None if method == "sc" else [c if c is not None else 0.0 for c in confs]
     result = weighted_vote(vote_answers, weights)
     return OfflineResult(result.answer, result, kept, confs, answers)
 

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from transformers import PretrainedConfig
 
+from sglang_pr.deepconf.config import SAMPLING
 from sglang_pr.medusa.checkpoint import MedusaHeadsError, read_heads_config
 from sglang_pr.validation import ConfigError, json_setting, parse_model
 
@@ -113,7 +114,8 @@ class MedusaTrainConfig(BaseModel):
     temperatures: tuple[float, ...] = Field(
         (0.0, 1.0), min_length=1, description="each prompt is answered once per temperature"
     )
-    max_new_tokens: int = Field(160, ge=8)
+    # The project's one generation cap: the shipped model's longest traces fit in it.
+    max_new_tokens: int = Field(SAMPLING.max_new_tokens, ge=8)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(3e-3, gt=0.0)

@@ -1,10 +1,11 @@
 """Quality of the shipped model: a fast batched torch sampler and backend-neutral scoring.
 
-The scoring half (``score``, ``lowest_group_confidence``, ``confidence_gap``) takes plain
-completions, so a server-based benchmark reuses it on what SGLang returned. The sampling half
-runs the Hugging Face model directly (left-padded batches, KV cache), recording each sampled
-token's DeepConf confidence: -mean log-prob of the top-k tokens, from the untempered
-distribution (what vLLM/SGLang report as logprobs).
+The scoring half (``score``, ``confidence_gap``) takes plain completions, so a server-based
+benchmark reuses it on what SGLang returned. The sampling half runs the Hugging Face model
+directly (left-padded batches, KV cache), recording each sampled token's DeepConf confidence:
+-mean log-prob of the top-k tokens, from the untempered distribution (what vLLM/SGLang report
+as logprobs). Votes and lowest-group confidences are DeepConf's own (``deepconf.vote``,
+``deepconf.summary``), so majority@n breaks ties like the self-consistency path.
 
     python -m sglang_pr.model.evaluate --model sglang_pr/assets/tiny-reasoner
 
@@ -25,11 +26,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from sglang_pr.deepconf.config import (
+    SAMPLING,
+    SHIPPED_MODEL_TEMPERATURE,
+    SHIPPED_MODEL_WINDOW,
+    DeepConfConfig,
+)
+from sglang_pr.deepconf.summary import summarize
+from sglang_pr.deepconf.vote import weighted_vote
 from sglang_pr.model import SHIPPED_MODEL_DIR, task, tokenizer
-from sglang_pr.model.task import majority
 
-MAX_NEW_TOKENS = 160
-CONF_TOP_K = 20  # DeepConf's k
+# Read from the one declaration of each (deepconf/config.py); named here because
+# benchmarks/model_quality.py samples on the server with the same values.
+MAX_NEW_TOKENS = SAMPLING.max_new_tokens
+CONF_TOP_K = DeepConfConfig.model_fields["k"].default
+# Group windows of the confidence gap: the shipped model's window and half of it.
+GAP_WINDOWS = (SHIPPED_MODEL_WINDOW // 2, SHIPPED_MODEL_WINDOW)
 
 
 @dataclass
@@ -57,7 +69,7 @@ def score(problems: list[task.Problem], completions: list[list[str]], lengths: l
     for p, texts in zip(problems, completions, strict=True):
         answers = [task.extract_answer(t) for t in texts]
         acc = sum(a == p.answer for a in answers) / len(answers)
-        maj = float(majority(answers) == p.answer)
+        maj = float(weighted_vote(answers).answer == p.answer)
         per_q_acc.append(acc)
         per_q_maj.append(maj)
         by_steps[len(p.ops)].append((acc, maj))
@@ -80,22 +92,16 @@ def score(problems: list[task.Problem], completions: list[list[str]], lengths: l
     }
 
 
-def lowest_group_confidence(confs: list[float], window: int) -> float:
-    """DeepConf's online signal: min over the trace of the mean confidence of the last ``window`` tokens."""
-    if len(confs) <= window:
-        return sum(confs) / max(1, len(confs))
-    csum = [0.0]
-    for c in confs:
-        csum.append(csum[-1] + c)
-    return min((csum[i + window] - csum[i]) / window for i in range(len(confs) - window + 1))
-
-
 def confidence_gap(problems: list[task.Problem], traces: list[list[Trace]], window: int) -> dict:
-    """Mean lowest-group confidence of correct vs wrong traces, and the AUROC separating them."""
+    """Mean lowest-group confidence (DeepConf's online signal, :func:`summarize`'s: one group of
+    all tokens for a trace shorter than ``window``) of correct vs wrong traces, and the AUROC."""
     right, wrong = [], []
     for p, ts in zip(problems, traces, strict=True):
         for t in ts:
-            (right if task.is_correct(t.text, p) else wrong).append(lowest_group_confidence(t.confs, window))
+            lowest = summarize(t.confs, window).lowest_group
+            if lowest is None:  # no tokens, no confidence (a sampled trace has >= 1 token)
+                continue
+            (right if task.is_correct(t.text, p) else wrong).append(lowest)
     return {
         "window": window,
         "mean_correct": sum(right) / max(1, len(right)),
@@ -194,7 +200,7 @@ def sample_traces(
     model,
     problems: list[task.Problem],
     n: int,
-    temperature: float = 1.0,
+    temperature: float = SHIPPED_MODEL_TEMPERATURE,
     max_new_tokens: int = MAX_NEW_TOKENS,
     rows_per_batch: int = 1024,
     seed: int = 0,
@@ -216,7 +222,7 @@ def greedy(model, problems: list[task.Problem], max_new_tokens: int = MAX_NEW_TO
     return [ts[0] for ts in sample_traces(model, problems, 1, 0.0, max_new_tokens, progress=False)]
 
 
-def evaluate(model, n_questions: int = 200, n: int = 32, seed: int = 0, windows=(8, 16)) -> dict:
+def evaluate(model, n_questions: int = 200, n: int = 32, seed: int = 0, windows=GAP_WINDOWS) -> dict:
     """The full bar on ``heldout_set(n_questions)``: scoring, greedy accuracy and confidence gaps."""
     problems = task.heldout_set(n_questions)
     traces = sample_traces(model, problems, n, seed=seed)

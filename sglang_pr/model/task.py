@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
@@ -131,9 +130,3 @@ def parse_prompt(prompt: str) -> Problem:
     if "".join(t[0] for t in toks) != LABELS[: len(toks)] or not MIN_STEPS <= len(toks) <= MAX_STEPS:
         raise ValueError(f"operations must be labelled a, b, c, ... ({MIN_STEPS}..{MAX_STEPS}): {prompt!r}")
     return Problem(int(m.group(1)), tuple((t[1], int(t[2:])) for t in toks))
-
-
-def majority(answers: list[int | None]) -> int | None:
-    """Most common extracted answer (unanswered traces do not vote); ties -> first seen."""
-    votes = Counter(a for a in answers if a is not None)
-    return votes.most_common(1)[0][0] if votes else None

@@ -3,15 +3,17 @@
 import pytest
 
 from sglang_pr.cli import side_by_side as demo
+from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_WINDOW, DeepConfConfig
 from sglang_pr.model.task import heldout_set
 
 
 def test_side_by_side_aggregates(monkeypatch):
     problems = heldout_set(3)
-    calls = []
+    calls, seen = [], []
 
     def fake_run_group(url, prompt, deepconf, sampling, timeout_s=900.0):
         calls.append((prompt, deepconf["method"]))
+        seen.append((deepconf, sampling))
         p = next(q for q in problems if q.prompt == prompt)
         sc = deepconf["method"] == "sc"
         answer = str(p.answer) if sc or p is not problems[0] else "wrong"
@@ -23,6 +25,11 @@ def test_side_by_side_aggregates(monkeypatch):
     monkeypatch.setattr(demo, "run_group", fake_run_group)
     rows = demo.side_by_side("http://x", n_questions=3, budget=8)
     assert [p for p, _ in calls[::2]] == [p.prompt for p in problems]  # interleaved per question
+    # the project's sampling and the shipped model's window unless told otherwise; the whole
+    # budget at once; the warm-up cut to the budget (8 < DeepConf's 16)
+    assert all(sp == SAMPLING.model_dump() for _, sp in seen)
+    assert all((cfg["window"], cfg["budget"], cfg["width"], cfg["n_init"])
+               == (SHIPPED_MODEL_WINDOW, 8, 8, 8) for cfg, _ in seen)
     sc, low = rows
     assert (sc.method, low.method) == ("sc", "deepconf_low")
     assert sc.accuracy == 1.0 and abs(low.accuracy - 2 / 3) < 1e-9
@@ -49,3 +56,22 @@ def test_paired_interval_covers_the_difference_and_narrows_with_questions():
     for bad in ((a, b[:3]), ([], [])):
         with pytest.raises(ValueError, match="equally long"):
             demo.paired_diff_ci(*bad)
+
+
+def test_side_by_side_overrides_sampling_and_cuts_the_warmup_to_the_budget(monkeypatch):
+    seen = []
+
+    def fake_run_group(url, prompt, deepconf, sampling, timeout_s=900.0):
+        seen.append((deepconf, sampling))
+        return {"answer": None, "totals": {"generated_tokens": 1, "traces_started": 1,
+                                           "stopped_early": 0, "consensus_reached": False,
+                                           "aborted": 0, "wall_s": 0.0}}, 0.0
+
+    monkeypatch.setattr(demo, "run_group", fake_run_group)
+    demo.side_by_side("http://x", n_questions=1, budget=64, window=4,
+                      sampling={"max_new_tokens": 48})
+    want = {"temperature": SAMPLING.temperature, "top_p": SAMPLING.top_p, "max_new_tokens": 48}
+    assert [sp for _, sp in seen] == [want] * 2
+    n_init = DeepConfConfig().n_init  # the budget is above DeepConf's warm-up: all of it
+    assert n_init < 64 and [cfg["n_init"] for cfg, _ in seen] == [n_init] * 2
+    assert [cfg["window"] for cfg, _ in seen] == [4, 4]

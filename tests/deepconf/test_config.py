@@ -4,7 +4,12 @@ import math
 
 import pytest
 
+from pydantic import ValidationError
+
 from sglang_pr.deepconf.config import (
+    SAMPLING,
+    SHIPPED_MODEL_TEMPERATURE,
+    SHIPPED_MODEL_WINDOW,
     ConfigError,
     DeepConfConfig,
     parse_config,
@@ -19,6 +24,19 @@ def test_defaults():
     assert DeepConfConfig(method="deepconf_high").effective_eta == 90
     sc = DeepConfConfig(method="sc")
     assert not sc.use_consensus_stop and not sc.use_weighted_vote and sc.effective_eta == 100
+
+
+def test_sampling_defaults_are_the_papers_and_overridable():
+    # The values the recorded benchmark figures were measured with (paper: T 0.6, top-p 0.95).
+    assert SAMPLING.as_params() == {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 160}
+    assert SHIPPED_MODEL_WINDOW == 16
+    assert SHIPPED_MODEL_TEMPERATURE == 1.0  # the model-quality bar's, on purpose not SAMPLING's
+    params = SAMPLING.as_params(temperature=1.0, n=4)
+    assert params == {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 160, "n": 4}
+    params["top_p"] = 0.5  # a fresh dict each time: the declaration cannot be edited through it
+    assert SAMPLING.top_p == 0.95
+    with pytest.raises(ValidationError):
+        SAMPLING.temperature = 1.0
 
 
 @pytest.mark.parametrize("bad,field", [

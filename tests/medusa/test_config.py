@@ -5,6 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from sglang_pr.deepconf.config import SAMPLING
 from sglang_pr.medusa import SHIPPED_HEADS_DIR
 from sglang_pr.medusa.checkpoint import save_heads
 from sglang_pr.medusa.config import (
@@ -24,6 +25,8 @@ def test_defaults_are_the_anchored_values():
     assert (c.num_heads, c.typical_epsilon, c.typical_delta) == (5, 0.09, 0.3)
     assert c.tree == DEFAULT_TREE and len(c.effective_tree) == len(DEFAULT_TREE)
     assert MedusaTrainConfig().loss_decay == 0.8
+    # the project's one generation cap, not a copy of it
+    assert MedusaTrainConfig().max_new_tokens == SAMPLING.max_new_tokens
 
 
 def test_frozen_and_unknown_keys():

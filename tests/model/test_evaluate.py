@@ -14,10 +14,14 @@ P2 = Problem(17, (("*", 6), ("+", 9)))  # answer 11
 P3 = Problem(1, (("+", 2), ("+", 3), ("*", 2)))  # answer 12
 
 
-def test_majority_ignores_unanswered_and_breaks_ties_by_first_seen():
-    assert ev.majority([None, 3, 5, 5, None, None]) == 5
-    assert ev.majority([7, 3, 3, 7]) == 7
-    assert ev.majority([None, None]) is None
+def test_majority_at_n_is_the_one_vote_with_its_tie_rule():
+    # Unanswered traces do not vote; a 2-2 tie goes to the answer that reached 2 first (11 at
+    # the third trace, 5 only at the fourth), so majority@n counts this question right.
+    tie = ["no answer", "#### 5", "#### 11", "#### 11", "#### 5"]
+    assert ev.score([P2], [tie], [[1] * 5])["majority_at_n"] == 1.0
+    tie_other_way = ["#### 5", "#### 5", "#### 11", "#### 11"]  # 5 reached 2 first
+    assert ev.score([P2], [tie_other_way], [[1] * 4])["majority_at_n"] == 0.0
+    assert ev.score([P2], [["no answer"] * 3], [[1] * 3])["majority_at_n"] == 0.0
 
 
 def test_score_pass_at_1_majority_and_lengths():
@@ -35,11 +39,19 @@ def test_score_pass_at_1_majority_and_lengths():
     assert r["by_steps"]["3"]["majority"] == 0.0
 
 
-def test_lowest_group_confidence_is_the_minimum_window_mean():
-    confs = [5.0, 5.0, 1.0, 2.0, 5.0, 5.0]
-    assert ev.lowest_group_confidence(confs, 2) == pytest.approx(1.5)
-    assert ev.lowest_group_confidence(confs, 1) == pytest.approx(1.0)
-    assert ev.lowest_group_confidence([2.0, 4.0], 8) == pytest.approx(3.0)  # shorter than a window
+def test_confidence_gap_uses_the_lowest_window_mean():
+    # right: windows of 2 over [5, 5, 1, 2, 5, 5] -> means 5, 3, 1.5, 3.5, 5 -> lowest 1.5;
+    # wrong: 2 tokens, one window -> its mean 3.0; a trace without tokens has none -> skipped.
+    right = Trace("#### 11", [1], confs=[5.0, 5.0, 1.0, 2.0, 5.0, 5.0])
+    wrong = Trace("#### 10", [1], confs=[2.0, 4.0])
+    empty = Trace("#### 10", [], confs=[])
+    gap = ev.confidence_gap([P2], [[right, wrong, empty]], window=2)
+    assert gap["mean_correct"] == pytest.approx(1.5) and gap["mean_wrong"] == pytest.approx(3.0)
+    assert gap["auroc"] == 0.0  # the right trace is the less confident one
+    assert ev.confidence_gap([P2], [[right, Trace("#### 10", [1], [2.0, 4.0])]], window=8)[
+        "mean_wrong"] == pytest.approx(3.0)  # 2 tokens < 8: still the mean of all
+    one = ev.confidence_gap([P2], [[right]], window=1)
+    assert one["mean_correct"] == 1.0 and math.isnan(one["auroc"])  # window 1: the lowest token
 
 
 def test_confidence_gap_and_auroc():

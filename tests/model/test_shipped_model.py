@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from sglang_pr.deepconf.config import SAMPLING
 from sglang_pr.model import SHIPPED_MODEL_DIR, evaluate, task, tokenizer
 from sglang_pr.model.task import Problem
 
@@ -55,7 +56,7 @@ def test_greedy_solves_easy_heldout_questions(model):
     # A floor a random or broken model cannot pass: two-step held-out questions, greedy.
     easy = [p for p in task.heldout_set(200) if len(p.ops) == 2][:20]
     traces = evaluate.greedy(model, easy)
-    assert all(t.finished and len(t.token_ids) <= evaluate.MAX_NEW_TOKENS for t in traces)
+    assert all(t.finished and len(t.token_ids) <= SAMPLING.max_new_tokens for t in traces)
     acc = sum(task.is_correct(t.text, p) for t, p in zip(traces, easy)) / len(easy)
     assert acc >= 0.7, [t.text for t in traces]
 
