@@ -29,8 +29,10 @@ import torch
 from tqdm import tqdm
 
 from sglang_pr.benchmark_meta import run_metadata
+from sglang_pr.deepconf.config import SAMPLING, DeepConfConfig
 from sglang_pr.model import SHIPPED_MODEL_DIR, evaluate, task, tokenizer
 from sglang_pr.model.evaluate import Trace
+from sglang_pr.optional import require_or_exit
 from sglang_pr.server.launcher import launch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -42,9 +44,9 @@ class BenchConfig:
     n_questions: int = 200
     samples: int = 32
     temperature: float = 1.0
-    max_new_tokens: int = evaluate.MAX_NEW_TOKENS
+    max_new_tokens: int = SAMPLING.max_new_tokens
     concurrency: int = 8  # questions in flight; each is `samples` sequences on the server
-    top_logprobs: int = evaluate.CONF_TOP_K
+    top_logprobs: int = DeepConfConfig().k  # DeepConf's token confidence, from the top-k
     windows: tuple[int, ...] = (8, 16)  # DeepConf group windows (traces are ~60 tokens)
     request_timeout_s: float = 1800.0
     # SGLang's start (imports, model load, KV pool) takes ~1 min idle but minutes on a loaded CPU.
@@ -182,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "model_quality.json")
     args = ap.parse_args(argv)
     cfg = BenchConfig(n_questions=args.n_questions, samples=args.samples, concurrency=args.concurrency)
+    if cfg.samples == 32:  # the plot is drawn for the recorded setting only
+        require_or_exit([("matplotlib", "bench", "the plot")])
     torch.set_num_threads(2)
     meta = {
         **run_metadata(),

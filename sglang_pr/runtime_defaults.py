@@ -1,5 +1,16 @@
 """SGLang server settings sglang_pr applies on a machine without a GPU (declared once).
 
+:data:`CPU_SERVER_DEFAULTS` maps ``ServerArgs`` field -> value. Two places apply it, each to
+the fields the user left unset:
+
+* ``sglang-pr serve`` (``cli/serve.py``) knows exactly which flags the user gave (it parses
+  them with SGLang's own parser, defaults suppressed) and adds every other one, plus the
+  checkpoint's dtype (:func:`cpu_server_defaults`);
+* the CPU platform (``cpu_platform/platform.py``, for a plain ``python -m
+  sglang.launch_server``) only sees values, so it fills the fields SGLang itself leaves
+  ``None`` (its "unset"); a switch that is off or ``dtype="auto"`` could be the user's own
+  choice there, so those come from ``serve`` alone, as do :data:`FLAGS_ONLY`.
+
 On a GPU machine nothing here is applied: SGLang's own defaults stand.
 """
 
@@ -7,37 +18,38 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-# ServerArgs field -> value, applied by the CPU platform to whatever the user left unset
-# (so a plain `python -m sglang.launch_server` with the plugin installed also works on CPU).
+# CUDA graphs off: a CPU has none, and the cascade backend plans every decode batch on the host
+# (--disable-cuda-graph is deprecated in 0.5.23 in favour of these two).
+NO_CUDA_GRAPH_FLAGS: dict[str, object] = {
+    "cuda_graph_backend_decode": "disabled",
+    "cuda_graph_backend_prefill": "disabled",
+}
+
 CPU_SERVER_DEFAULTS: dict[str, object] = {
+    "device": "cpu",
     "attention_backend": "torch_native",  # no FlashInfer/Triton on a CPU
     "sampling_backend": "pytorch",  # no sgl-kernel sampling ops on a CPU
-}
-
-# CUDA graphs off, as flags (--disable-cuda-graph is deprecated in 0.5.23 in favour of these
-# two): a CPU has none, and the cascade backend plans every decode batch on the host.
-NO_CUDA_GRAPH_FLAGS: dict[str, str] = {
-    "--cuda-graph-backend-decode": "disabled",
-    "--cuda-graph-backend-prefill": "disabled",
-}
-
-# The same, plus settings argparse cannot tell "unset" from "default" for, as flags that
-# `sglang-pr serve` adds when the user did not pass them.
-CPU_SERVER_FLAGS: dict[str, str | None] = {
-    "--device": "cpu",
-    "--attention-backend": "torch_native",
-    "--sampling-backend": "pytorch",
     **NO_CUDA_GRAPH_FLAGS,
     # Overlap scheduling needs a second CUDA stream; on CPU it only adds a thread hop.
-    "--disable-overlap-schedule": None,
+    "disable_overlap_schedule": True,
     # Without a cap the KV pool takes ~72 % of RAM (15 GB, 30 s to allocate on 24 GiB).
     # 131072 tokens covers a 16-way fork of an 8k prompt on the shipped model.
-    "--max-total-tokens": "131072",
+    "max_total_tokens": 131072,
     # The scheduler busy-polls a core between requests unless told to sleep.
-    "--sleep-on-idle": None,
+    "sleep_on_idle": True,
 }
+
+# SGLang folds these two into ``cuda_graph_config`` before it asks the platform for defaults:
+# written there they would be recorded as "disabled" while the folded config kept graphs on.
+FLAGS_ONLY = frozenset(NO_CUDA_GRAPH_FLAGS)
+
+
+def cpu_server_defaults(model_path: str | Path) -> dict[str, object]:
+    """:data:`CPU_SERVER_DEFAULTS` plus the dtype that suits ``model_path``'s checkpoint."""
+    return {**CPU_SERVER_DEFAULTS, "dtype": cpu_dtype_for(model_path)}
 
 
 def cpu_torch_threads(cpu_count: int | None = None) -> int:
@@ -64,16 +76,20 @@ def cpu_dtype_for(model_path: str | Path) -> str:
     return "float32" if stored == "float32" else "bfloat16"
 
 
-def flags_argv(flags: dict[str, str | None]) -> list[str]:
-    """``{"--a": "1", "--b": None}`` -> ``["--a", "1", "--b"]`` (None = a switch)."""
-    return [x for flag, value in flags.items() for x in (flag, value) if x is not None]
+def flags_argv(fields: Mapping[str, object]) -> list[str]:
+    """ServerArgs fields as SGLang flags: ``{"max_total_tokens": 8, "sleep_on_idle": True}``
+    -> ``["--max-total-tokens", "8", "--sleep-on-idle"]`` (True = a switch).
 
-
-def add_unset_flags(argv: list[str], flags: dict[str, str | None]) -> list[str]:
-    """``argv`` plus each of ``flags`` the user did not set (see :func:`flags_argv`)."""
-    return list(argv) + flags_argv({f: v for f, v in flags.items() if not has_flag(argv, f)})
-
-
-def has_flag(argv, flag: str) -> bool:
-    """Whether ``argv`` sets ``flag`` (as ``--flag v`` or ``--flag=v``)."""
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
+    Every field declared here is spelled ``--`` + its name with dashes in SGLang's parser
+    (``tests/test_runtime_defaults.py`` parses them back with it).
+    """
+    out: list[str] = []
+    for field, value in fields.items():
+        flag = "--" + field.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False or value is None:
+            raise ValueError(f"{field}={value!r} cannot be written as a flag")
+        else:
+            out += [flag, str(value)]
+    return out

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel_bench import run_kernel_bench  # noqa: E402
 
 from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
+from sglang_pr.optional import require_or_exit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--merge adds another file's rows: it runs no part (drop --part)")
     if (args.quick or args.grid) and Path(args.out) == RESULTS / "cascade.json":
         p.error("--quick/--grid run part of the grid: write it elsewhere with --out")
+    needs = [("matplotlib", "bench", "the plot")]
+    if args.part in ("all", "e2e") and not args.merge:
+        needs.append(("psutil", "bench", "server CPU times"))
+    require_or_exit(needs)  # before any work: part (a) alone runs for many minutes
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     data = _load(out) if out.exists() else {}

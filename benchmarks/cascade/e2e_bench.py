@@ -18,8 +18,9 @@ does), then ``reps`` times (alternating servers) an ``n``-branch fork request:
   torch_native extend in both servers: O(P^2) per branch on CPU, so it weighs heavily here);
   and the same tokens per CPU-second used by all server processes (one compute thread each).
 
-Servers are started with ``python -m sglang.launch_server`` (SGLang loads the plugin before it
-parses flags) rather than ``sglang-pr serve``, whose flag check runs before plugins load.
+Servers are started with ``python -m sglang.launch_server`` and exactly the flags of
+:func:`server_argv` (the CPU defaults from the declaration ``sglang-pr serve`` uses, under this
+benchmark's own settings), so both servers differ in the attention backend alone.
 """
 
 from __future__ import annotations
@@ -34,12 +35,7 @@ from pathlib import Path
 import requests
 import torch
 
-from sglang_pr.runtime_defaults import (
-    CPU_SERVER_FLAGS,
-    NO_CUDA_GRAPH_FLAGS,
-    add_unset_flags,
-    flags_argv,
-)
+from sglang_pr.runtime_defaults import CPU_SERVER_DEFAULTS, NO_CUDA_GRAPH_FLAGS, flags_argv
 from sglang_pr.server.launcher import ServerHandle, launch, server_cpu_seconds
 
 # A wider model of the shipped architecture (Llama, GQA 4): attention over a 2k prefix is a real
@@ -71,15 +67,17 @@ def build_model(out_dir: Path, max_positions: int = 4096, seed: int = 0) -> Path
 
 
 def server_argv(model: Path, backend: str, gpu: bool) -> list[str]:
+    """SGLang flags of one server (started with SGLang's own launcher, so the CPU defaults
+    ``serve`` would add are added here, under these settings)."""
     # float32 on CPU (the CPU path's dtype); bfloat16 on a GPU (FlashInfer has no float32).
-    argv = ["--model-path", str(model), "--attention-backend", backend,
-            "--max-total-tokens", "32768", "--dtype", "bfloat16" if gpu else "float32"]
-    argv += ["--decode-log-interval", str(LOG_INTERVAL)]
+    fields: dict[str, object] = {
+        "model_path": model, "attention_backend": backend, "max_total_tokens": 32768,
+        "dtype": "bfloat16" if gpu else "float32", "decode_log_interval": LOG_INTERVAL}
     if not gpu:
-        argv = add_unset_flags(argv, CPU_SERVER_FLAGS)
+        fields = {**CPU_SERVER_DEFAULTS, **fields}
     elif backend == "cascade":
-        argv += flags_argv(NO_CUDA_GRAPH_FLAGS)
-    return argv
+        fields.update(NO_CUDA_GRAPH_FLAGS)
+    return flags_argv(fields)
 
 
 def _server_cpu_s(handle: ServerHandle) -> float:

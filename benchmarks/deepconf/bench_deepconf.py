@@ -20,6 +20,7 @@ accuracy >= SC - 0.01; tracking overhead <= 3 % of the decode step at batch 32.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -30,16 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead_bench import run_overhead  # noqa: E402
 
 from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
-from sglang_pr.cli.side_by_side import (  # noqa: E402
-    DEFAULT_SAMPLING,
-    MethodStats,
-    paired_diff_ci,
-    run_group,
+from sglang_pr.cli.side_by_side import MethodStats, paired_diff_ci, run_group  # noqa: E402
+from sglang_pr.deepconf.config import (  # noqa: E402
+    SAMPLING,
+    SHIPPED_MODEL_WINDOW,
+    DeepConfConfig,
 )
 from sglang_pr.model import task  # noqa: E402
+from sglang_pr.optional import require_or_exit  # noqa: E402
+from sglang_pr.server.launcher import launch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 METHODS = ("sc", "deepconf_low", "deepconf_high")
+DEFAULTS = DeepConfConfig()
+# Optional modules this benchmark needs, checked before any work (module, extra, what for).
+NEEDS = (("matplotlib", "bench", "the plot"), ("psutil", "bench", "server CPU times"))
 
 
 def server_description(url: str, started_here: bool) -> dict:
@@ -54,8 +60,8 @@ def server_description(url: str, started_here: bool) -> dict:
 
 def run_groups(url: str, args) -> tuple[list[dict], list[dict]]:
     problems = task.heldout_set(args.questions)
-    sampling = {**DEFAULT_SAMPLING, "max_new_tokens": args.max_new_tokens,
-                "temperature": args.temperature, "top_p": args.top_p}
+    sampling = SAMPLING.as_params(max_new_tokens=args.max_new_tokens,
+                                  temperature=args.temperature, top_p=args.top_p)
     keys = [(m, n) for n in args.budgets for m in args.methods]
     agg = {k: MethodStats(*k) for k in keys}
     per_question = []
@@ -130,22 +136,44 @@ def plot(runs: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def run_parts(data: dict, url: str, server, args, meta: dict) -> None:
+    """The parts asked for, into ``data`` (``server``: the handle when this run started it)."""
+    if args.part in ("all", "groups"):
+        start = time.perf_counter()
+        runs, per_q = run_groups(url, args)
+        data.update(runs=runs, targets=targets(runs, per_q), per_question=per_q,
+                    settings={k: getattr(args, k) for k in (
+                        "questions", "budgets", "methods", "window", "n_init", "width",
+                        "max_new_tokens", "temperature", "top_p", "deepconf_extra")},
+                    groups_elapsed_s=time.perf_counter() - start)
+    if args.part in ("all", "overhead"):
+        procs = server.processes() if server is not None else None
+        data["overhead"] = {**run_overhead(url, steps=args.overhead_steps,
+                                            rounds=args.overhead_rounds,
+                                            server_processes=procs),
+                            "date": meta["date"], "command": meta["command"]}
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="use a running server (else one is started)")
     ap.add_argument("--model-path", default=None, help="model to serve (default: shipped)")
     ap.add_argument("--part", choices=("all", "groups", "overhead"), default="all")
     ap.add_argument("--questions", type=int, default=100)
     ap.add_argument("--budgets", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--window", type=int, default=16,
-                    help="group window; 16 tokens ~ one step line of the shipped task")
-    ap.add_argument("--n-init", type=int, default=16)
+    ap.add_argument("--window", type=int, default=SHIPPED_MODEL_WINDOW,
+                    help="group window (default: about one step line of the shipped task)")
+    ap.add_argument("--n-init", type=int, default=DEFAULTS.n_init,
+                    help="warm-up traces (cut to the budget)")
     ap.add_argument("--width", type=int, default=0, help="concurrent branches (0: = budget)")
+    # Below SAMPLING's 160 on purpose (the recorded runs use 128): a wrong trace that rambles
+    # on costs less, and no correct trace of the shipped task is longer than 100 tokens.
     ap.add_argument("--max-new-tokens", type=int, default=128,
                     help="just above the longest correct trace of the shipped task (100 tokens)")
-    ap.add_argument("--temperature", type=float, default=0.6)
-    ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--temperature", type=float, default=SAMPLING.temperature)
+    ap.add_argument("--top-p", type=float, default=SAMPLING.top_p)
     ap.add_argument("--overhead-steps", type=int, default=256)
     ap.add_argument("--overhead-rounds", type=int, default=15,
                     help="plain/tracked rounds in ABBA order (the end-to-end figure is a median)")
@@ -153,40 +181,23 @@ def main(argv=None) -> int:
                     help='extra DeepConfConfig fields for the DeepConf methods, as JSON')
     ap.add_argument("--out", default=str(RESULTS / "deepconf.json"))
     args = ap.parse_args(argv)
+    require_or_exit(NEEDS)
     out_path = Path(args.out)
     data = json.loads(out_path.read_text()) if out_path.exists() else {}
     meta = run_metadata()
     if args.part in ("all", "groups"):  # an overhead-only run keeps the groups' metadata
         data.update(meta)
-    server = None
-    url = args.url
-    if url is None:
-        from sglang_pr.server.launcher import launch
-
-        # One OpenMP thread: on a shared CPU, spinning OpenMP workers of several processes
-        # slow a decode step by 10x or more (measured here: 87 ms vs ~1 s at batch 64).
-        server = launch(model_path=args.model_path, timeout_s=600,
-                        env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
-        url = server.base_url
-    data["server"] = server_description(url, started_here=server is not None)
-    try:
-        if args.part in ("all", "groups"):
-            start = time.perf_counter()
-            runs, per_q = run_groups(url, args)
-            data.update(runs=runs, targets=targets(runs, per_q), per_question=per_q,
-                        settings={k: getattr(args, k) for k in (
-                            "questions", "budgets", "methods", "window", "n_init", "width",
-                            "max_new_tokens", "temperature", "top_p", "deepconf_extra")},
-                        groups_elapsed_s=time.perf_counter() - start)
-        if args.part in ("all", "overhead"):
-            procs = server.processes() if server is not None else None
-            data["overhead"] = {**run_overhead(url, steps=args.overhead_steps,
-                                                rounds=args.overhead_rounds,
-                                                server_processes=procs),
-                                "date": meta["date"], "command": meta["command"]}
-    finally:
-        if server is not None:
-            server.stop()
+    with contextlib.ExitStack() as stack:  # the server stops however this block is left
+        server, url = None, args.url
+        if url is None:
+            # One OpenMP thread: on a shared CPU, spinning OpenMP workers of several processes
+            # slow a decode step by 10x or more (measured here: 87 ms vs ~1 s at batch 64).
+            server = stack.enter_context(launch(
+                model_path=args.model_path, timeout_s=600,
+                env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}))
+            url = server.base_url
+        data["server"] = server_description(url, started_here=server is not None)
+        run_parts(data, url, server, args, meta)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(data, indent=1))
     if data.get("runs"):

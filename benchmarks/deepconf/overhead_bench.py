@@ -23,6 +23,7 @@ import requests
 import torch
 
 from sglang_pr.deepconf import early_stop as hooks
+from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, TraceSettings
 from sglang_pr.deepconf.early_stop import PLAN_ATTR, DeepConfObserver
 from sglang_pr.deepconf.early_stop import state_of
 from sglang_pr.model.task import heldout_set
@@ -31,7 +32,8 @@ BATCH = 32
 
 
 class _Params:
-    custom_params = {"deepconf": {"k": 20, "window": 2048, "threshold": None}}
+    # A request with the default settings (k, window), tracking only: never stops early.
+    custom_params = {CUSTOM_PARAMS_KEY: TraceSettings().to_custom_params()}
 
 
 class _Req:
@@ -86,7 +88,7 @@ def component_seconds_per_step(vocab: int, steps: int = 200) -> float:
 def _batch_wall(url: str, prompt: str, steps: int, tracked: bool) -> float:
     sp = {"max_new_tokens": steps, "ignore_eos": True, "temperature": 1.0}
     if tracked:
-        sp["custom_params"] = {"deepconf": {"window": 8}}
+        sp["custom_params"] = {CUSTOM_PARAMS_KEY: {"window": 8}}
 
     def one(_):
         r = requests.post(url + "/generate", json={"text": prompt, "sampling_params": sp},

@@ -34,11 +34,15 @@ import requests
 import torch
 
 from sglang_pr.benchmark_meta import run_metadata
+from sglang_pr.deepconf.config import SAMPLING
 from sglang_pr.medusa import SHIPPED_HEADS_DIR
 from sglang_pr.model import SHIPPED_MODEL_DIR, task
+from sglang_pr.optional import require_or_exit
 from sglang_pr.server.launcher import launch, server_cpu_seconds
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+# Optional modules this benchmark needs, checked before any work (module, extra, what for).
+NEEDS = (("matplotlib", "bench", "the plot"), ("psutil", "bench", "server CPU times"))
 MODES = {"greedy": 0.0, "sample": 1.0}
 BATCHES = (1, 8)
 TARGETS = {"greedy_b1_accept_len": 2.5, "cpu_b1_speedup": 1.8}
@@ -242,12 +246,13 @@ def main(argv=None) -> int:
     ap.add_argument("--model-path", default=str(SHIPPED_MODEL_DIR))
     ap.add_argument("--heads", default=str(SHIPPED_HEADS_DIR))
     ap.add_argument("--prompts", type=int, default=24)
-    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--max-new-tokens", type=int, default=SAMPLING.max_new_tokens)
     ap.add_argument("--rounds", type=int, default=1, help="plain-then-MEDUSA server rounds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--port", type=int, default=30310, help="one server at a time, this port")
     ap.add_argument("--out", default=str(RESULTS / "medusa.json"))
     args = ap.parse_args(argv)
+    require_or_exit(NEEDS)
     start = time.time()
     rows = bench(args)
     out = Path(args.out)

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from sglang_pr.optional import MissingDependency
+
 # Modules exposing add_parser(subparsers); each sets `func(args) -> int` on its parser.
 COMMAND_MODULES: tuple[str, ...] = (
     "sglang_pr.cli.serve",
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args, extra) or 0)
-    except CliError as e:
+    except (CliError, MissingDependency) as e:  # bad input or a missing extra: one line
         print(f"sglang-pr {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

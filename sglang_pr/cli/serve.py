@@ -1,34 +1,42 @@
 """``sglang-pr serve``: SGLang's own server with the plugin loaded.
 
-Every SGLang flag passes through unchanged. Defaults are added, never overriding a flag the
-user gave: ``--model-path`` is the shipped tiny model when omitted; on a machine without a GPU
-the CPU settings of ``sglang_pr.runtime_defaults`` are filled in, and the ``cascade`` attention
-backend is chosen (rule: ``sglang_pr.cascade.policy``) unless the user picked a backend or a
-speculative algorithm.
+Every SGLang flag passes through unchanged: the command line is read with SGLang's own parser
+(``ServerArgs.add_cli_args``, defaults suppressed, so exactly the flags you gave are seen; a
+``--config`` file counts as given). Defaults are added, never overriding a flag you gave:
+``--model-path`` is the shipped tiny model when omitted; on a machine without a GPU the CPU
+settings of ``sglang_pr.runtime_defaults`` are filled in (``--dtype float32`` for a float32
+checkpoint, else bfloat16; OMP_NUM_THREADS = cores - 1 unless set), and the ``cascade``
+attention backend is chosen (rule: ``sglang_pr.cascade.policy``) unless you picked a backend
+or a speculative algorithm. On a GPU machine nothing is added.
+
+sglang-pr's own flags (not passed on to SGLang):
+
+  --deepconf-limits JSON   caps on every DeepConf group this server runs, e.g.
+                           '{"max_budget": 256, "max_width": 64}' (or @file.json); fields of
+                           sglang_pr.deepconf.config.ServerLimits, reported by
+                           /sglang_pr/info. Sets SGLANG_PR_DEEPCONF_LIMITS for the server.
+
+A bad flag, a missing model, a busy port or a bad flag combination exits with status 2 and
+one line naming it, before anything starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import socket
 import sys
 from pathlib import Path
 
-from sglang_pr.cascade.policy import cascade_server_flags, should_use_cascade
+from sglang_pr.cascade.policy import cascade_server_defaults, should_use_cascade
 from sglang_pr.cli import CliError
 from sglang_pr.cpu_platform import has_accelerator
 from sglang_pr.model import SHIPPED_MODEL_DIR
 from sglang_pr.plugin import plugin_enabled
-from sglang_pr.runtime_defaults import (
-    CPU_SERVER_FLAGS,
-    add_unset_flags,
-    cpu_dtype_for,
-    cpu_torch_threads,
-    has_flag,
-)
+from sglang_pr.runtime_defaults import cpu_server_defaults, cpu_torch_threads, flags_argv
 
-SGLANG_DEFAULT_HOST, SGLANG_DEFAULT_PORT = "127.0.0.1", 30000
+LIMITS_FLAG = "--deepconf-limits"
 
 
 def add_parser(sub) -> None:
@@ -42,36 +50,67 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run, accepts_extra=True)
 
 
-def flag_value(argv: list[str], flag: str) -> str | None:
-    """Value of ``--flag v`` or ``--flag=v`` (last one wins, as in argparse); None if absent."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == flag:
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise CliError(f"{flag} needs a value")
-            value = argv[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`CliError` instead of printing its usage: one line, exit 2."""
+
+    def error(self, message: str):
+        raise CliError(message)
+
+
+def own_parser() -> argparse.ArgumentParser:
+    """The flags ``serve`` takes for itself; everything else is SGLang's."""
+    p = _Parser(prog="sglang-pr serve", add_help=False, allow_abbrev=False)
+    g = p.add_argument_group("sglang-pr serve (not passed on to SGLang)")
+    g.add_argument(LIMITS_FLAG, metavar="JSON", default=None,
+                   help="DeepConf group caps (ServerLimits fields) as JSON or @file")
+    return p
+
+
+def sglang_parser(given_only: bool) -> argparse.ArgumentParser:
+    """SGLang's own argument parser; ``given_only``: every default suppressed and nothing
+    required, so a parse yields exactly the fields on the command line."""
+    from sglang.srt.server_args import ServerArgs
+
+    parser = _Parser(prog="sglang-pr serve", add_help=False)
+    ServerArgs.add_cli_args(parser)
+    if given_only:
+        for action in parser._actions:
+            action.default, action.required = argparse.SUPPRESS, False
+    return parser
+
+
+def parse_sglang(argv: list[str], given_only: bool = False) -> dict[str, object]:
+    """``argv`` read as SGLang reads it (a ``--config`` YAML merged in first, as
+    ``prepare_server_args`` does): ServerArgs field -> value."""
+    parser = sglang_parser(given_only)
+    if "--config" in argv:
+        from sglang.srt.utils.server_args_config_parser import ConfigArgumentMerger
+
+        try:
+            argv = ConfigArgumentMerger(parser).merge_config_with_args(argv)
+        except (ValueError, OSError) as e:
+            raise CliError(f"--config: {e}") from None
+    settings = vars(parser.parse_args(argv))
+    settings.pop("config", None)
+    return settings
 
 
 def build_server_argv(argv: list[str], gpu: bool | None = None) -> list[str]:
     """The SGLang argv ``sglang-pr serve`` runs: the user's flags plus the defaults they omitted."""
     gpu = has_accelerator() if gpu is None else gpu
-    out = list(argv)
-    model_path = flag_value(out, "--model-path")
+    given = parse_sglang(argv, given_only=True)
+    added: dict[str, object] = {}
+    model_path = given.get("model_path")
     if model_path is None:
-        model_path = str(SHIPPED_MODEL_DIR)
-        out += ["--model-path", model_path]
-    check_model_path(model_path)
-    if plugin_enabled() and should_use_cascade(out, has_accelerator=gpu):
-        out += cascade_server_flags(gpu)
-    if gpu:
-        return out
-    out = add_unset_flags(out, CPU_SERVER_FLAGS)
-    if not has_flag(out, "--dtype"):
-        out += ["--dtype", cpu_dtype_for(model_path)]
-    return out
+        model_path = added["model_path"] = str(SHIPPED_MODEL_DIR)
+    check_model_path(str(model_path))
+    if plugin_enabled() and should_use_cascade(given, has_accelerator=gpu):
+        added.update(cascade_server_defaults(gpu))
+    if not gpu:
+        for field, value in cpu_server_defaults(model_path).items():
+            if field not in given:
+                added.setdefault(field, value)  # cascade's backend stays chosen
+    return [*argv, *flags_argv(added)]
 
 
 def check_model_path(model_path: str) -> None:
@@ -86,13 +125,7 @@ def check_model_path(model_path: str) -> None:
         raise CliError(f"--model-path {model_path}: no such file or directory")
 
 
-def check_port_free(argv: list[str]) -> None:
-    host = flag_value(argv, "--host") or SGLANG_DEFAULT_HOST
-    port_text = flag_value(argv, "--port") or str(SGLANG_DEFAULT_PORT)
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise CliError(f"--port {port_text}: not an integer") from None
+def check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # Bind as uvicorn will (SO_REUSEADDR): a port whose old connections sit in TIME_WAIT is
         # free for SGLang, a port with a listener is not.
@@ -103,23 +136,29 @@ def check_port_free(argv: list[str]) -> None:
             raise CliError(f"--port {port}: already in use on {host} ({e.strerror})") from None
 
 
-def validate_with_sglang(argv: list[str]) -> None:
-    """Parse with SGLang's own argument parser, so a bad flag (e.g. --dtype) is named here."""
-    from sglang.srt.server_args import ServerArgs
+def apply_deepconf_limits(raw: str | None) -> None:
+    """Validate ``--deepconf-limits`` and hand it to the server's processes (they inherit this
+    environment); a value already in the environment is checked too."""
+    from sglang_pr.deepconf.config import LIMITS_ENV, ServerLimits, server_limits
+    from sglang_pr.validation import ConfigError, json_setting, parse_model
 
-    parser = argparse.ArgumentParser(prog="sglang-pr serve")
-    ServerArgs.add_cli_args(parser)
     try:
-        parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed "argument --dtype: invalid choice ..."
-        raise CliError("invalid SGLang flag (see the message above)") from e
+        if raw is not None:
+            limits = parse_model(ServerLimits, json_setting(LIMITS_FLAG, {LIMITS_FLAG: raw}),
+                                 LIMITS_FLAG)
+            os.environ[LIMITS_ENV] = limits.model_dump_json()
+            server_limits.cache_clear()  # read once per process: drop a value read before
+        server_limits()
+    except ConfigError as e:
+        raise CliError(str(e)) from None
 
 
 def print_help() -> None:
     from sglang.srt.server_args import ServerArgs
 
     print(__doc__)
-    parser = argparse.ArgumentParser(prog="sglang-pr serve", add_help=False)
+    parser = argparse.ArgumentParser(prog="sglang-pr serve", add_help=False,
+                                     parents=[own_parser()])
     ServerArgs.add_cli_args(parser)
     parser.print_help()
 
@@ -127,20 +166,28 @@ def print_help() -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from sglang.srt.plugins import load_plugins
 
+    own, sglang_flags = own_parser().parse_known_args(extra)
     # Plugins first: they add choices (e.g. --attention-backend cascade) that the flag check
     # and --help must see. SGLang guards load_plugins() against a second call in this process.
+    # The limits go into the environment before, in case a plugin reads them while loading.
+    apply_deepconf_limits(own.deepconf_limits)
     load_plugins()
     if "-h" in extra or "--help" in extra:
         print_help()
         return 0
-    argv = build_server_argv(extra)
-    validate_with_sglang(argv)
-    check_port_free(argv)
+    argv = build_server_argv(sglang_flags)
+    settings = parse_sglang(argv)  # the complete command line, as SGLang will read it
+    check_port_free(str(settings["host"]), int(settings["port"]))
     if not has_accelerator():
         # Read when the scheduler subprocess starts its OpenMP runtime; the user's value wins.
         os.environ.setdefault("OMP_NUM_THREADS", str(cpu_torch_threads()))
-    print("sglang-pr serve: sglang.launch_server " + " ".join(argv), file=sys.stderr, flush=True)
-    # Same steps as `python -m sglang.launch_server`, in this process.
+    print("sglang-pr serve: sglang.launch_server " + shlex.join(argv), file=sys.stderr,
+          flush=True)
+    return launch_in_process(argv)
+
+
+def launch_in_process(argv: list[str]) -> int:
+    """Same steps as ``python -m sglang.launch_server``, in this process."""
     from sglang.launch_server import run_server
     from sglang.srt.server_args import prepare_server_args
     from sglang.srt.utils import kill_process_tree
@@ -151,7 +198,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         # (SGLang's checks, or a plugin's, e.g. Medusa heads that don't fit the model) into a
         # one-line error instead of a stack. resolve_once() is a no-op the second time. gRPC
         # mode seeds a field before resolving (launch_server.run_server), so leave it be.
-        if not (getattr(server_args, "grpc_mode", False) or getattr(server_args, "smg_grpc_mode", False)):
+        if not any(getattr(server_args, f, False) for f in ("grpc_mode", "smg_grpc_mode")):
             server_args.resolve_once()
     except ValueError as e:
         raise CliError(str(e)) from None

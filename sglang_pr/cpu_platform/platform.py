@@ -6,7 +6,7 @@ from sglang.srt.platforms.cpu import CpuDeviceMixin
 from sglang.srt.platforms.device_mixin import PlatformEnum
 from sglang.srt.platforms.interface import PlatformCapabilities, SRTPlatform
 
-from sglang_pr.runtime_defaults import CPU_SERVER_DEFAULTS
+from sglang_pr.runtime_defaults import CPU_SERVER_DEFAULTS, FLAGS_ONLY
 
 
 class PortableCpuPlatform(CpuDeviceMixin, SRTPlatform):
@@ -25,7 +25,9 @@ class PortableCpuPlatform(CpuDeviceMixin, SRTPlatform):
         return False
 
     def apply_server_args_defaults(self, server_args) -> None:
-        """Fill the CPU defaults the user left unset (explicit flags always win)."""
+        """Fill the declared CPU defaults SGLang still leaves unset (None); a value the user
+        gave, or one SGLang resolved earlier, stands. ``sglang-pr serve`` has already passed
+        every declared default the user omitted, so under it this changes nothing."""
         for field, value in CPU_SERVER_DEFAULTS.items():
-            if getattr(server_args, field, None) is None:
+            if field not in FLAGS_ONLY and getattr(server_args, field, None) is None:
                 setattr(server_args, field, value)

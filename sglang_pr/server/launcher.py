@@ -2,6 +2,12 @@
 
 The server runs in its own process group, so stopping it reaches SGLang's scheduler and
 detokenizer subprocesses too: nothing is left behind to busy-poll a core.
+
+Whatever ends the program that launched it, the server goes with it: every handle is stopped
+by ``with``/``finally`` blocks and, failing those, at interpreter exit (``atexit``). Python
+runs neither when SIGTERM (or SIGHUP) kills it with the default action, so while a server is
+up those signals stop the servers and then raise ``SystemExit(128 + signal)``; SIGINT already
+raises KeyboardInterrupt. Only SIGKILL leaves a server behind.
 """
 
 from __future__ import annotations
@@ -13,13 +19,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import requests
 
+from sglang_pr.optional import require
+
 HEALTH_POLL_S = 0.5
+# Signals whose default action would end this process without running cleanup.
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class ServerStartError(RuntimeError):
@@ -57,13 +68,16 @@ class ServerHandle:
 
     def processes(self) -> list:
         """The server's process tree now (launcher, tokenizer/HTTP, scheduler, detokenizer)."""
-        import psutil
-
+        psutil = require("psutil", "bench", "server process times")
         root = psutil.Process(self.proc.pid)
         return [root, *root.children(recursive=True)]
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever is left after the timeout."""
+        self._kill_group(timeout_s)
+        _forget(self)  # not when interrupted: then the exit paths below still stop it
+
+    def _kill_group(self, timeout_s: float) -> None:
         if self.proc.returncode is not None and not _group_alive(self.proc.pid):
             return
         for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
@@ -78,6 +92,71 @@ class ServerHandle:
             if not _group_alive(self.proc.pid):
                 break
         self.proc.poll()
+
+
+# Servers started by this process and not stopped yet; what the exit paths below stop.
+_RUNNING: list[ServerHandle] = []
+# Handlers that were in place before ours, restored once the last server is stopped.
+_PREVIOUS_HANDLERS: dict[int, object] = {}
+_exiting = False
+
+
+def _track(handle: ServerHandle) -> None:
+    if not _RUNNING and not _PREVIOUS_HANDLERS:
+        _install_exit_handlers()
+    _RUNNING.append(handle)
+
+
+def _forget(handle: ServerHandle) -> None:
+    if handle in _RUNNING:
+        _RUNNING.remove(handle)
+    if not _RUNNING:
+        _restore_handlers()
+
+
+def _exit_on_signal(signum, frame) -> None:
+    """Stop every server, then turn the signal into SystemExit so the program's own
+    ``with``/``finally`` blocks and atexit run on the way out.
+
+    The servers go first, here: a program may swallow the SystemExit (pytest reports it as a
+    failed test and carries on). Stopping the last one restores the previous handlers, so a
+    second signal then acts as it would have without us.
+    """
+    global _exiting
+    if _exiting:  # a second signal while stopping: let the cleanup under way finish
+        return
+    _exiting = True
+    _stop_all()
+    raise SystemExit(128 + signum)
+
+
+def _install_exit_handlers() -> None:
+    """Only where the default action stands: a handler the program set itself (or an ignored
+    SIGHUP under nohup) is its own business. Signal handlers can only be set from the main
+    thread; elsewhere atexit and ``with`` blocks still cover exceptions and SIGINT."""
+    global _exiting
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _exiting = False
+    for sig in EXIT_SIGNALS:
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            _PREVIOUS_HANDLERS[sig] = signal.signal(sig, _exit_on_signal)
+
+
+def _restore_handlers() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig, previous in list(_PREVIOUS_HANDLERS.items()):
+        if signal.getsignal(sig) is _exit_on_signal:
+            signal.signal(sig, previous)
+        del _PREVIOUS_HANDLERS[sig]
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At interpreter exit (normal end, an uncaught exception, SystemExit from a signal)."""
+    for handle in list(_RUNNING):
+        handle.stop()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -132,7 +211,7 @@ def launch(
     )
     log.close()
     handle = ServerHandle(proc, f"http://127.0.0.1:{port}", log_path, argv)
-    atexit.register(handle.stop)
+    _track(handle)
     try:
         _wait_healthy(handle, timeout_s)
     except BaseException:
@@ -167,8 +246,7 @@ def server_cpu_seconds(procs: Sequence) -> tuple[float, float]:
     ``procs``: ``psutil.Process`` objects, e.g. from :meth:`ServerHandle.processes`. On a shared
     machine wall time swings with other sessions' load; CPU time per token swings much less.
     """
-    import psutil
-
+    psutil = require("psutil", "bench", "server CPU times")
     total = sched = 0.0
     for p in procs:
         try:

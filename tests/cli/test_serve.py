@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -9,14 +11,26 @@ import sys
 import pytest
 
 from sglang_pr.cli import CliError
-from sglang_pr.cli.serve import build_server_argv, check_model_path, check_port_free, flag_value
+from sglang_pr.cli.serve import (
+    apply_deepconf_limits,
+    build_server_argv,
+    check_model_path,
+    check_port_free,
+    own_parser,
+    parse_sglang,
+)
 from sglang_pr.model import SHIPPED_MODEL_DIR
-from sglang_pr.runtime_defaults import CPU_SERVER_FLAGS
+from sglang_pr.runtime_defaults import CPU_SERVER_DEFAULTS
+
+
+def _settings(argv: list[str]) -> dict:
+    """The complete settings SGLang's parser reads from ``argv``."""
+    return parse_sglang(argv)
 
 
 def test_shipped_model_is_the_default_model_path():
     argv = build_server_argv(["--port", "1234"], gpu=True)
-    assert flag_value(argv, "--model-path") == str(SHIPPED_MODEL_DIR)
+    assert _settings(argv)["model_path"] == str(SHIPPED_MODEL_DIR)
 
 
 def test_gpu_machine_gets_no_cpu_defaults():
@@ -27,32 +41,89 @@ def test_gpu_machine_gets_no_cpu_defaults():
 def test_no_cascade_when_sglang_plugins_switches_the_plugin_off(monkeypatch):
     monkeypatch.setenv("SGLANG_PLUGINS", "sglang_pr_cpu")
     argv = build_server_argv([], gpu=False)
-    assert flag_value(argv, "--attention-backend") == CPU_SERVER_FLAGS["--attention-backend"]
+    assert _settings(argv)["attention_backend"] == CPU_SERVER_DEFAULTS["attention_backend"]
 
 
 def test_cpu_machine_gets_cascade_unless_user_chose():
     argv = build_server_argv([], gpu=False)
-    assert flag_value(argv, "--attention-backend") == "cascade"
+    assert argv[argv.index("--attention-backend") + 1] == "cascade"  # a plugin choice
     spec = build_server_argv(["--speculative-algorithm", "MEDUSA"], gpu=False)
-    assert flag_value(spec, "--attention-backend") == CPU_SERVER_FLAGS["--attention-backend"]
+    assert _settings(spec)["attention_backend"] == CPU_SERVER_DEFAULTS["attention_backend"]
 
 
 def test_cpu_defaults_fill_gaps_and_user_flags_win():
-    user = ["--model-path", str(SHIPPED_MODEL_DIR), "--attention-backend=my_backend",
-            "--max-total-tokens", "4096", "--dtype", "bfloat16"]
+    # --dtype auto equals SGLang's default: only a parse of what was typed can tell it was given.
+    user = ["--model-path", str(SHIPPED_MODEL_DIR), "--attention-backend=triton",
+            "--max-total-tokens", "4096", "--dtype", "auto"]
     argv = build_server_argv(user, gpu=False)
     assert argv[: len(user)] == user  # passed through unchanged, in order
-    assert flag_value(argv, "--attention-backend") == "my_backend"
-    assert flag_value(argv, "--max-total-tokens") == "4096"
-    assert flag_value(argv, "--dtype") == "bfloat16"
-    assert flag_value(argv, "--sampling-backend") == CPU_SERVER_FLAGS["--sampling-backend"]
-    assert flag_value(argv, "--cuda-graph-backend-decode") == "disabled"
-    assert "--sleep-on-idle" in argv
+    got = _settings(argv)
+    assert (got["attention_backend"], got["max_total_tokens"], got["dtype"]) == \
+        ("triton", 4096, "auto")
+    for field in ("device", "sampling_backend", "cuda_graph_backend_decode",
+                  "cuda_graph_backend_prefill", "disable_overlap_schedule", "sleep_on_idle"):
+        assert got[field] == CPU_SERVER_DEFAULTS[field], field
+    flags = [a.split("=")[0] for a in argv if a.startswith("--")]
+    assert len(flags) == len(set(flags))  # nothing the user gave is added again
 
 
-def test_float32_checkpoint_is_served_in_float32_on_cpu():
-    argv = build_server_argv([], gpu=False)
-    assert flag_value(argv, "--dtype") == "float32"
+def test_every_cpu_default_is_added_when_nothing_is_given(monkeypatch):
+    monkeypatch.setenv("SGLANG_PLUGINS", "sglang_pr_cpu")  # torch_native, not cascade
+    got = _settings(build_server_argv([], gpu=False))
+    assert {f: got[f] for f in CPU_SERVER_DEFAULTS} == CPU_SERVER_DEFAULTS
+    assert got["dtype"] == "float32"  # the shipped checkpoint is float32
+
+
+def test_flags_from_a_config_file_count_as_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGLANG_PLUGINS", "sglang_pr_cpu")  # no cascade: plugins not loaded here
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("max-total-tokens: 2048\nsleep-on-idle: true\n")
+    argv = build_server_argv(["--config", str(cfg)], gpu=False)
+    assert "--max-total-tokens" not in argv and "--sleep-on-idle" not in argv
+    assert _settings(argv)["max_total_tokens"] == 2048
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--dtype", "float13"], "--dtype"), (["--no-such-flag"], "--no-such-flag"),
+    (["--port", "eighty"], "--port"),
+])
+def test_bad_flags_are_one_cli_error_naming_them(argv, named):
+    with pytest.raises(CliError, match=named):
+        build_server_argv(argv, gpu=False)
+
+
+def test_own_flags_are_taken_out_and_the_rest_keeps_its_order():
+    own, rest = own_parser().parse_known_args(
+        ["--port", "1", "--deepconf-limits", "{}", "--sleep-on-idle", "--host=::1"])
+    assert own.deepconf_limits == "{}"
+    assert rest == ["--port", "1", "--sleep-on-idle", "--host=::1"]
+
+
+def test_deepconf_limits_reach_the_environment(monkeypatch):
+    from sglang_pr.deepconf.config import LIMITS_ENV, server_limits
+
+    monkeypatch.delenv(LIMITS_ENV, raising=False)
+    apply_deepconf_limits('{"max_budget": 256}')
+    try:
+        assert json.loads(os.environ[LIMITS_ENV])["max_budget"] == 256
+        assert server_limits().max_budget == 256
+    finally:
+        monkeypatch.delenv(LIMITS_ENV)
+        server_limits.cache_clear()
+
+
+@pytest.mark.parametrize("raw, named", [
+    ('{"max_budget": 0}', "--deepconf-limits.max_budget"),
+    ('{"max_with": 4}', "--deepconf-limits.max_with: unknown field"),
+    ("{max_budget: 4}", "--deepconf-limits: not valid JSON"),
+])
+def test_bad_deepconf_limits_are_named(raw, named, monkeypatch):
+    from sglang_pr.deepconf.config import LIMITS_ENV
+
+    monkeypatch.delenv(LIMITS_ENV, raising=False)
+    with pytest.raises(CliError, match=named):
+        apply_deepconf_limits(raw)
+    assert LIMITS_ENV not in os.environ
 
 
 @pytest.mark.parametrize("path", ["/no/such/model", "./missing", "not-a-hub-id"])
@@ -72,7 +143,7 @@ def test_port_in_use_is_named():
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(CliError, match=f"--port {port}: already in use"):
-            check_port_free(["--port", str(port)])
+            check_port_free("127.0.0.1", port)
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess:
@@ -83,7 +154,16 @@ def _serve(*args: str) -> subprocess.CompletedProcess:
 def test_cli_bad_dtype_exits_2_naming_the_flag():
     res = _serve("--dtype", "float13")
     assert res.returncode == 2
-    assert "--dtype" in res.stderr and "float13" in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("sglang-pr serve: error: argument --dtype: invalid choice: 'float13'")
+    assert "usage:" not in res.stderr  # one line, not argparse's usage block
+
+
+def test_cli_bad_deepconf_limits_exits_2_naming_the_field():
+    res = _serve("--deepconf-limits", '{"max_width": -1}')
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == \
+        "sglang-pr serve: error: --deepconf-limits.max_width: must be > 0"
 
 
 def test_cli_missing_model_path_exits_2_naming_it():
@@ -102,10 +182,11 @@ def test_cli_port_in_use_exits_2_naming_it():
     assert f"--port {port}: already in use" in res.stderr
 
 
-def test_help_lists_sglang_flags():
+def test_help_lists_sglang_flags_and_its_own():
     res = _serve("--help")
     assert res.returncode == 0
     assert "--attention-backend" in res.stdout and "--model-path" in res.stdout
+    assert "--deepconf-limits" in res.stdout
 
 
 def test_cpu_torch_threads_leave_a_core_for_the_other_processes():
