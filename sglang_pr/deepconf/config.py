@@ -223,8 +223,8 @@ class ServerLimits(BaseModel):
         for field, cap in (("budget", self.max_budget), ("width", self.max_width)):
             if getattr(cfg, field) > cap:
                 name = f"{prefix}.{field}"
-                raise ConfigError(f"{name}: must be <= {cap} (this server's {LIMITS_ENV} "
-                                  f"max_{field})", name)
+                raise ConfigError(f"{name}: must be <= {cap} (this server's max_{field}; "
+                                  f"sglang-pr serve --deepconf-limits / {LIMITS_ENV})", name)
         return cfg
 
 
