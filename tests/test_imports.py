@@ -32,12 +32,20 @@ def _absolute(node: ast.ImportFrom, module: str, is_pkg: bool) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:`` (annotations, never imported)."""
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and getattr(node.test, "id", None) == "TYPE_CHECKING"
+            for child in node.body for n in ast.walk(child)}
+    return (n for n in ast.walk(tree) if id(n) not in skip)
+
+
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
     graph = {}
     for name, path in mods.items():
         deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _runtime_nodes(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom):

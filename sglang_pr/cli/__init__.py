@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sglang_pr.cli.serve",
     "sglang_pr.cli.demo",
     "sglang_pr.cli.medusa",
+    "sglang_pr.cli.models",
 )
 
 
