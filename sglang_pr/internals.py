@@ -16,6 +16,10 @@ Private names (leading underscore) are the fragile ones. Each is used for one re
 * ``OpenAIServingBase._convert_to_internal_request`` (deepconf, called, not patched): turns an
   OpenAI request into SGLang's ``GenerateReqInput`` exactly as SGLang does, so a DeepConf group
   behind the OpenAI API samples with the user's own settings (:func:`convert_openai_request`).
+* ``OpenAIServingBase._validate_request`` (deepconf, called, not patched): SGLang's own checks
+  of an OpenAI request (empty prompt or messages, untrusted chat template, ...). A DeepConf group
+  bypasses ``handle_request``, where SGLang runs them, so it runs them itself
+  (:func:`validate_openai_request`).
 * ``HookRegistry._patched`` (read only): which targets were really patched in a process, so
   ``/sglang_pr/info`` and ``/server_info`` can show every hook took effect.
 * ``TorchNativeAttnBackend._run_sdpa_forward_decode`` (cascade, called, not patched): the flat
@@ -87,6 +91,11 @@ def patched_targets() -> list[str]:
 def convert_openai_request(serving, request, raw_request):
     """SGLang's own OpenAI -> GenerateReqInput conversion (private in 0.5.23)."""
     return serving._convert_to_internal_request(request, raw_request)
+
+
+def validate_openai_request(serving, request):
+    """SGLang's own checks of an OpenAI request; an error message or None (private in 0.5.23)."""
+    return serving._validate_request(request)
 
 
 def run_sdpa_forward_decode(backend, *args, **kwargs):

@@ -1,15 +1,28 @@
 """Pluggable answer extraction: the shipped task's ``#### n``, the last number, ``\\boxed{}``,
 or a user regex (group 1, else the whole match). Every extractor returns a normalised string
 (so answers compare and vote as strings) or None when the trace gave no answer.
+
+A user regex runs in the server's event loop on text the model wrote, so a catastrophic pattern
+(``(a|aa)+$``: exponential backtracking) must not freeze the server. It runs under the
+third-party ``regex`` engine (re-compatible, installed with transformers), which can time out:
+a match over :data:`REGEX_TIMEOUT_S` counts as no answer, and so does every later trace of that
+extractor (one group's), so a group stalls the loop once at most.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from typing import Callable, Optional
 
+import regex as timed_re
+
 from sglang_pr.model.task import extract_answer as _task_answer
+
+logger = logging.getLogger(__name__)
+# Longest a user pattern may run on one trace (ordinary patterns take microseconds).
+REGEX_TIMEOUT_S = 0.05
 
 Extract = Callable[[str], Optional[str]]
 
@@ -55,16 +68,26 @@ def boxed(text: str) -> Optional[str]:
 
 
 @lru_cache(maxsize=64)
-def _compiled(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
+def _compiled(pattern: str):
+    return timed_re.compile(pattern)
 
 
 def regex(pattern: str) -> Extract:
     """Extractor returning group 1 (or the whole match) of the last match of ``pattern``."""
     compiled = _compiled(pattern)
+    timed_out = False
 
     def _extract(text: str) -> Optional[str]:
-        matches = list(compiled.finditer(text))
+        nonlocal timed_out
+        if timed_out:
+            return None
+        try:
+            matches = list(compiled.finditer(text, timeout=REGEX_TIMEOUT_S))
+        except TimeoutError:
+            timed_out = True
+            logger.warning("answer_regex %r took over %s s on a trace: no answers from it",
+                           pattern, REGEX_TIMEOUT_S)
+            return None
         if not matches:
             return None
         m = matches[-1]

@@ -10,8 +10,11 @@ The response is an ordinary completion whose single choice is the most confident
 gave the voted answer; ``usage`` counts every branch (``completion_tokens`` = all branches'
 generated tokens, the shared prompt once) and ``metadata["deepconf"]`` carries the voted
 answer, vote, threshold, per-trace summaries and group totals. Bad settings → HTTP 400 naming
-the field. Streaming and ``n > 1`` are refused with 400 in group mode. A client that hangs up
-cancels the group: every running branch is aborted and its KV freed (as on the group route).
+the field in ``param`` (OpenAI's spelling: ``max_tokens``, ``deepconf.k``), checked before any
+branch starts: the group config within the server's limits, ``k`` and token ids within the
+vocabulary, SGLang's own request checks and sampling-param rules. Streaming and ``n != 1`` are
+refused with 400 in group mode. A client that hangs up cancels the group: every running branch
+is aborted and its KV freed (as on the group route).
 
 Hook: AROUND ``OpenAIServing{Completion,Chat}.handle_request``; requests without ``deepconf``
 go to SGLang untouched. A single-trace early-stop threshold through ``custom_params`` is refused
@@ -33,10 +36,25 @@ from sglang_pr.deepconf.config import (
     requested,
 )
 from sglang_pr.deepconf.group import GroupResult, GroupRun, most_confident
-from sglang_pr.deepconf.server_backend import TokenizerManagerBackend, run_until_disconnect
-from sglang_pr.internals import convert_openai_request
+from sglang_pr.deepconf.server_backend import (
+    BranchRejected,
+    TokenizerManagerBackend,
+    check_k,
+    check_sampling_params,
+    check_token_ids,
+    run_until_disconnect,
+    sglang_error_field,
+    vocab_size,
+)
+from sglang_pr.internals import convert_openai_request, validate_openai_request
 
 OPENAI_FINISH = ("stop", "length")
+# SGLang sampling params whose OpenAI name differs (what an error's ``param`` must say)
+OPENAI_NAMES = {"max_new_tokens": "max_tokens"}
+
+
+def _is_chat(serving) -> bool:
+    return type(serving).__name__ == "OpenAIServingChat"
 
 
 async def _body(raw_request) -> Optional[dict]:
@@ -49,66 +67,129 @@ async def _body(raw_request) -> Optional[dict]:
     return body if isinstance(body, dict) else None
 
 
-def _single_trace_error(body: dict) -> Optional[str]:
+def _vocab(serving) -> int:
+    return vocab_size(serving.tokenizer_manager)
+
+
+def _single_trace_error(body: dict, serving) -> Optional[ConfigError]:
     raw = requested(body.get("custom_params"))
     if raw is None:
         return None
     try:
         settings = parse_trace_settings(raw)
+        check_k(settings.k, _vocab(serving), "custom_params.deepconf.k")
     except ConfigError as e:
-        return str(e)
+        return e
     if settings.stops:
-        return ("custom_params.deepconf.threshold: an early-stop threshold is not available on "
-                "the OpenAI API (its finish_reason has no low_confidence); use the 'deepconf' "
-                "extra body field for a group, or /generate for a single trace")
+        return ConfigError(
+            "custom_params.deepconf.threshold: an early-stop threshold is not available on "
+            "the OpenAI API (its finish_reason has no low_confidence); use the 'deepconf' "
+            "extra body field for a group, or /generate for a single trace",
+            "custom_params.deepconf.threshold")
     return None
 
 
-def _prompt_of(adapted) -> dict:
+def _prompt_name(serving) -> str:
+    return "messages" if _is_chat(serving) else "prompt"
+
+
+def _prompt_of(adapted, serving) -> dict:
     text, ids = getattr(adapted, "text", None), getattr(adapted, "input_ids", None)
     if isinstance(text, str):
         return {"text": text}
     if isinstance(ids, list) and ids and isinstance(ids[0], int):
+        check_token_ids(ids, _vocab(serving), _prompt_name(serving))
         return {"input_ids": ids}
-    raise ConfigError("prompt: group mode takes exactly one prompt", "prompt")
+    name = _prompt_name(serving)
+    raise ConfigError(f"{name}: group mode takes exactly one prompt", name)
 
 
-def _group_request_error(request) -> Optional[str]:
+def _group_request_error(request) -> Optional[ConfigError]:
     if getattr(request, "stream", False):
-        return "stream: not supported with deepconf (use POST /sglang_pr/deepconf/group)"
-    if (getattr(request, "n", 1) or 1) != 1:
-        return "n: set by the group with deepconf (use deepconf.budget)"
+        return ConfigError("stream: not supported with deepconf (use POST "
+                           "/sglang_pr/deepconf/group)", "stream")
+    if getattr(request, "n", None) not in (None, 1):
+        return ConfigError("n: set by the group with deepconf (use deepconf.budget)", "n")
     return None
+
+
+def _openai_name(field: str, serving) -> str:
+    """An SGLang sampling-param name as the OpenAI request spells it."""
+    if field == "prompt":
+        return _prompt_name(serving)
+    return OPENAI_NAMES.get(field, field)
+
+
+def _rename(e: ConfigError, serving) -> ConfigError:
+    """``e`` (its message starts with its field, if it has one) with the field as OpenAI
+    spells it."""
+    if not e.field:
+        return e
+    name = _openai_name(e.field, serving)
+    return ConfigError(name + str(e)[len(e.field):], name)
+
+
+def _sglang_error(message: str, serving, default: Optional[str] = "prompt") -> ConfigError:
+    """SGLang's own refusal, prefixed with the field it is about (else ``default``; these
+    come from building the prompt, so by default it is the prompt or messages)."""
+    field = sglang_error_field(message) or default
+    if not field:
+        return ConfigError(message, "")
+    name = _openai_name(field, serving)
+    return ConfigError(f"{name}: {message}", name)
+
+
+def _sglang_request_error(serving, request) -> Optional[ConfigError]:
+    """SGLang's own request checks, which its handle_request runs before converting (empty
+    prompt or messages, an untrusted chat template, ...); without them an empty prompt list
+    fails inside the conversion with an IndexError."""
+    message = validate_openai_request(serving, request)
+    return _sglang_error(message, serving) if message else None
+
+
+async def _group_backend(serving, request, raw_request, body: dict):
+    """The group's config and backend, every setting checked; raises ConfigError."""
+    cfg = parse_config(body["deepconf"])
+    check_k(cfg.k, _vocab(serving), "deepconf.k")
+    err = _group_request_error(request) or _sglang_request_error(serving, request)
+    if err is not None:
+        raise err
+    loop = asyncio.get_running_loop()
+    try:
+        adapted, _ = await loop.run_in_executor(
+            None, convert_openai_request, serving, request, raw_request)
+    except ValueError as e:  # SGLang's conversion (chat template, prompt) refused it
+        raise _sglang_error(str(e), serving) from None
+    prompt = _prompt_of(adapted, serving)
+    sp = dict(adapted.sampling_params or {})
+    try:  # SGLang built these from the request: its rules, the OpenAI names in the error
+        check_sampling_params(sp, serving.tokenizer_manager, prefix="", contract=False)
+    except ConfigError as e:
+        raise _rename(e, serving) from None
+    backend = TokenizerManagerBackend(
+        serving.tokenizer_manager, {**prompt, "sampling_params": sp}, raw_request)
+    return cfg, backend
 
 
 async def _around_handle_request(original, serving, request, raw_request, *args, **kwargs):
     body = await _body(raw_request)
     if body is None or body.get("deepconf") is None:
-        err = _single_trace_error(body) if body else None
+        err = _single_trace_error(body, serving) if body else None
         if err is not None:
-            return serving.create_error_response(err, param="custom_params.deepconf")
+            return serving.create_error_response(str(err), param=err.field)
         return await original(serving, request, raw_request, *args, **kwargs)
     try:
-        cfg = parse_config(body["deepconf"])
-        err = _group_request_error(request)
-        if err is not None:
-            raise ConfigError(err, err.split(":")[0])
-        loop = asyncio.get_running_loop()
-        adapted, _ = await loop.run_in_executor(
-            None, convert_openai_request, serving, request, raw_request)
-        prompt = _prompt_of(adapted)
+        cfg, backend = await _group_backend(serving, request, raw_request, body)
     except ConfigError as e:
-        return serving.create_error_response(str(e), param=e.field)
-    except ValueError as e:
-        return serving.create_error_response(str(e))
-    backend = TokenizerManagerBackend(
-        serving.tokenizer_manager, {**prompt, "sampling_params": adapted.sampling_params},
-        raw_request)
+        return serving.create_error_response(str(e), param=e.field or None)
     try:
         result = await run_until_disconnect(GroupRun(cfg, backend).run(), raw_request)
     except asyncio.CancelledError:  # the client went away: every branch was aborted and freed
         return serving.create_error_response("client disconnected", err_type="ClientClosed",
                                              status_code=499)
+    except BranchRejected as e:  # SGLang refused the branches (e.g. over the context length)
+        err = _sglang_error(str(e), serving, default=None)
+        return serving.create_error_response(str(err), param=err.field or None)
     except ValueError as e:
         return serving.create_error_response(str(e))
     return _response(serving, request, result)
@@ -146,7 +227,7 @@ def _response(serving, request, result: GroupResult):
                       total_tokens=prompt_tokens + completion)
     meta = {"deepconf": group_metadata(result)}
     model = getattr(request, "model", None) or "default"
-    if type(serving).__name__ == "OpenAIServingChat":
+    if _is_chat(serving):
         return _chat_response(model, text, finish, usage, meta)
     from sglang.srt.entrypoints.openai.protocol import CompletionResponse, CompletionResponseChoice
 

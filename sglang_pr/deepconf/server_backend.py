@@ -5,6 +5,11 @@ call ``/generate`` itself makes, without an HTTP round trip. The prompt is first
 with ``max_new_tokens=0`` (what SGLang does for ``n > 1``), so every branch reuses its KV from the
 radix cache. Aborts go through ``tokenizer_manager.abort_request``, SGLang's own path: the
 scheduler finishes the request and releases its KV.
+
+Before a group starts, :func:`check_group_request` checks what the served model admits (token
+ids and ``k`` within the vocabulary, SGLang's own ``SamplingParams`` rules), so a bad group is
+one 400 naming the field instead of N branches that each fail (a 200 with empty traces), and
+token ids outside the vocabulary never reach the model (they crash SGLang's scheduler).
 """
 
 from __future__ import annotations
@@ -12,17 +17,124 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
+import re
 import uuid
 from typing import Any, Awaitable, Optional, TypeVar
 
-from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, TraceSettings
+from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, ConfigError, TraceSettings
 
 T = TypeVar("T")
 # How often a running group checks its client. SGLang's own per-request check fires only after a
 # request has waited seconds, and would free one branch at a time while the group starts more.
 DISCONNECT_POLL_S = 0.5
-# sampling params the group owns: one sample per trace, the DeepConf settings per trace
-RESERVED_SAMPLING = ("n",)
+# Sampling params the group owns (only their neutral value, None or 1, is accepted): one sample
+# per trace (the group's budget says how many), sampled rather than beam-searched.
+RESERVED_SAMPLING = {"n": "use deepconf.budget", "beam_width": "a group samples its traces"}
+# How SGLang words the refusal of a request whose client went away (tokenizer_manager.py): such a
+# branch is an abort (the group is being cancelled), not a bad request.
+_DISCONNECTED = "disconnected from the client side"
+# SGLang's "whole vocabulary" top_k (sampling_params.TOP_K_ALL): a larger one overflows the
+# sampler's int32 tensor and takes the scheduler down (SGLang 0.5.23 does not bound it).
+TOP_K_MAX = 1 << 30
+# SGLang errors that name no parameter, by their opening words -> the parameter they are about
+_SGLANG_PHRASES = (("Requested token count exceeds", "max_new_tokens"), ("The input (", "prompt"))
+
+
+class BranchRejected(ConfigError):
+    """SGLang refused a branch as a bad request. ``field`` is the bare SGLang name
+    (``max_new_tokens``, ``prompt``, or "" when unknown); each route maps it to its own."""
+
+
+def sglang_error_field(message: str) -> str:
+    """The parameter an SGLang ``ValueError`` is about: the first sampling parameter it names
+    (``"max_new_tokens must be at least 0"``), else a known phrase's; "" when none."""
+    from sglang.api.v1.api_types import SamplingParams as ApiSamplingParams
+
+    names = sorted(ApiSamplingParams.__struct_fields__, key=len, reverse=True)
+    named = re.search(r"\b(" + "|".join(names) + r")\b", message)  # the first one it names
+    if named:
+        return named.group(1)
+    return next((f for start, f in _SGLANG_PHRASES if message.startswith(start)), "")
+
+
+def _named_error(message: str, field: str) -> ConfigError:
+    """``"<field>: <reason>"``, without repeating a bare name SGLang's message starts with."""
+    bare = field.rsplit(".", 1)[-1]
+    reason = message[len(bare) + 1:] if message.startswith(bare + " ") else message
+    return ConfigError(f"{field}: {reason}", field)
+
+
+def vocab_size(tokenizer_manager) -> int:
+    return int(tokenizer_manager.model_config.vocab_size)
+
+
+def check_k(k: int, vocab: int, field: str) -> None:
+    """DeepConf's top-k cannot exceed the vocabulary it ranks."""
+    if k > vocab:
+        raise ConfigError(f"{field}: must be <= vocab size ({vocab}), got {k}", field)
+
+
+def check_token_ids(ids: Any, vocab: int, field: str) -> None:
+    """Ids outside the vocabulary would index past the embedding table in the scheduler (SGLang
+    0.5.23 does not check them: one such request brings the whole server down)."""
+    bad = next((t for t in ids if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise ConfigError(f"{field}: token id {bad} is outside the vocabulary [0, {vocab})", field)
+
+
+def check_sampling_params(sp: dict, tokenizer_manager, prefix: str = "sampling_params",
+                          contract: bool = True) -> None:
+    """SGLang's own rules for one request's sampling params, each error naming its field: the
+    JSON contract of ``/generate`` key by key (types, unknown keys; ``contract=False`` for
+    params SGLang built itself, e.g. from an OpenAI request), then the runtime
+    ``SamplingParams`` through ``normalize`` and ``verify`` (ranges, vocabulary)."""
+    from sglang.api.v1.api_types import JsonContractError
+    from sglang.api.v1.api_types import SamplingParams as ApiSamplingParams
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    def name(key: str) -> str:
+        return f"{prefix}.{key}" if prefix and key else (key or prefix)
+
+    for key, value in sp.items() if contract else ():
+        try:
+            ApiSamplingParams.from_json_value({key: value})
+        except JsonContractError as e:
+            raise ConfigError(f"{name(key)}: {e}", name(key)) from None
+        if key not in SamplingParams.__struct_fields__:  # in the contract, not the runtime
+            raise ConfigError(f"{name(key)}: not supported here", name(key))
+    top_k = sp.get("top_k")
+    if isinstance(top_k, int) and top_k > TOP_K_MAX:
+        raise ConfigError(f"{name('top_k')}: must be -1 or in [1, {TOP_K_MAX}], got {top_k}",
+                          name("top_k"))
+    try:
+        params = SamplingParams(**sp)  # reads sp, never changes it (no deep copy to make)
+        params.normalize(tokenizer_manager.tokenizer)
+        params.verify(vocab_size(tokenizer_manager))
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        field = name(sglang_error_field(str(e)))
+        raise (_named_error(str(e), field) if field else ConfigError(str(e), "")) from None
+
+
+def check_group_request(prompt: dict, sp: dict, k: int, tokenizer_manager) -> None:
+    """What every branch of a group would be refused for, checked once before any starts.
+    ``prompt``: {"text": str} or {"input_ids": [int]}; ``sp`` the group's sampling params."""
+    vocab = vocab_size(tokenizer_manager)
+    check_k(k, vocab, "deepconf.k")
+    if "input_ids" in prompt:
+        check_token_ids(prompt["input_ids"], vocab, "input_ids")
+    for key, why in RESERVED_SAMPLING.items():
+        if sp.get(key) not in (None, 1):
+            raise ConfigError(f"sampling_params.{key}: set by the group ({why})",
+                              f"sampling_params.{key}")
+    custom = sp.get("custom_params")
+    if custom is not None and not isinstance(custom, dict):
+        raise ConfigError("sampling_params.custom_params: must be an object",
+                          "sampling_params.custom_params")
+    # the group writes custom_params.deepconf into each branch; the rest is SGLang's to judge
+    rest = {k_: v for k_, v in (custom or {}).items() if k_ != CUSTOM_PARAMS_KEY}
+    check_sampling_params({**sp, "custom_params": rest or None}, tokenizer_manager)
 
 
 class TokenizerManagerBackend:
@@ -31,10 +143,14 @@ class TokenizerManagerBackend:
     def __init__(self, tokenizer_manager, prompt: dict[str, Any], request=None,
                  group_id: Optional[str] = None):
         self.tm = tokenizer_manager
-        self.prompt = prompt  # {"text": str} or {"input_ids": [int]}, plus "sampling_params"
+        # {"text": str} or {"input_ids": [int]}, plus "sampling_params" without the keys the
+        # group owns (a neutral n=None would even fail SGLang's own parallel-sampling check)
+        sp = {k: v for k, v in (prompt.get("sampling_params") or {}).items()
+              if k not in RESERVED_SAMPLING}
+        self.prompt = {**prompt, "sampling_params": sp}
         self.request = request  # fastapi Request (disconnect checks), or None
         self.group_id = group_id or uuid.uuid4().hex[:16]
-        seed = (prompt.get("sampling_params") or {}).get("sampling_seed")
+        seed = sp.get("sampling_seed")
         # a given seed makes the whole group reproducible (where the server honours seeds)
         self.seed_base = int(seed) if seed is not None else random.getrandbits(31)
 
@@ -48,12 +164,20 @@ class TokenizerManagerBackend:
         return GenerateReqInput(rid=rid, sampling_params=sampling_params, stream=False, **kwargs)
 
     async def _one(self, obj) -> dict:
-        return await self.tm.generate_request(obj, self.request).__anext__()
+        try:
+            return await self.tm.generate_request(obj, self.request).__anext__()
+        except ValueError as e:
+            if _DISCONNECTED in str(e):
+                raise
+            # SGLang refused the request itself (e.g. prompt plus max_new_tokens over the
+            # context): every branch would be, so the whole group is a bad request.
+            raise BranchRejected(str(e), sglang_error_field(str(e))) from None
 
     async def prefill(self) -> dict:
         sp = dict(self.prompt.get("sampling_params") or {})
         sp["max_new_tokens"] = 0
         sp.pop("custom_params", None)
+        sp.pop("min_new_tokens", None)  # > 0 would contradict max_new_tokens=0 in verify
         out = await self._one(self._obj(f"dcg-{self.group_id}-prefill", sp))
         return out.get("meta_info") or {}
 
@@ -66,7 +190,9 @@ class TokenizerManagerBackend:
         sp["sampling_seed"] = (self.seed_base + index) % (2**63)
         try:
             return await self._one(self._obj(self.rid(index), sp))
-        except ValueError as e:  # SGLang reports an aborted/disconnected request this way
+        except BranchRejected:
+            raise
+        except ValueError as e:  # the client went away: the group is being cancelled
             return {"text": "", "meta_info": {"finish_reason": {"type": "abort",
                                                                 "message": str(e)}}}
 

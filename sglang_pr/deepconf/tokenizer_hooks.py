@@ -1,9 +1,10 @@
 """Main-process hooks: validate per-request settings, and summarise each finished trace.
 
 * ``SamplingParams.verify`` (AFTER): ``custom_params["deepconf"]`` is validated with
-  :class:`~.config.TraceSettings` and normalised (defaults filled, −inf → None). A bad value
-  raises ``ValueError("custom_params.deepconf.window: must be > 0")``, which SGLang's
-  ``/generate`` turns into HTTP 400 before anything reaches the scheduler.
+  :class:`~.config.TraceSettings` (``k`` also against the vocabulary ``verify`` was given) and
+  normalised (defaults filled, −inf → None). A bad value raises
+  ``ValueError("custom_params.deepconf.window: must be > 0")``, which SGLang's ``/generate``
+  turns into HTTP 400 before anything reaches the scheduler.
 * ``TokenizerManager.update_request_meta_info`` (AFTER; SGLang's documented place for
   terminal per-request metadata): when a DeepConf trace finishes, ``meta_info["deepconf"]``
   gets its summary (lowest group, bottom-10 %, tail, mean) computed from the per-token
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from sglang_pr.deepconf.config import (
     CUSTOM_PARAMS_KEY,
     META_CONFIDENCES,
@@ -24,14 +24,19 @@ from sglang_pr.deepconf.config import (
     requested,
 )
 from sglang_pr.deepconf.early_stop import settings_from_custom_params
+from sglang_pr.deepconf.server_backend import check_k
 from sglang_pr.deepconf.summary import summarize
 
+PREFIX = "custom_params.deepconf"
 
-def _after_verify(result, params, *args, **kwargs) -> None:
+
+def _after_verify(result, params, vocab_size=None, *args, **kwargs) -> None:
     raw = requested(params.custom_params)
     if raw is None:
         return
-    settings = parse_trace_settings(raw)  # ConfigError is a ValueError -> HTTP 400
+    settings = parse_trace_settings(raw, PREFIX)  # ConfigError is a ValueError -> HTTP 400
+    if vocab_size is not None:  # a top-k over more tokens than exist has no meaning
+        check_k(settings.k, int(vocab_size), f"{PREFIX}.k")
     params.custom_params = {**params.custom_params, CUSTOM_PARAMS_KEY: settings.to_custom_params()}
 
 

@@ -36,3 +36,19 @@ def test_unknown_and_missing_pattern():
         get_extractor("nope")
     with pytest.raises(ValueError, match="pattern"):
         get_extractor("regex")
+
+
+def test_a_catastrophic_pattern_times_out_as_no_answer():
+    """(a|aa)+$ backtracks exponentially on a's ending in b: Python's re would hang the server's
+    event loop for hours on a 40-character trace."""
+    import time
+
+    from sglang_pr.deepconf.extract import REGEX_TIMEOUT_S
+
+    ex = get_extractor("regex", r"(a|aa)+$")
+    start = time.monotonic()
+    assert ex("a" * 40 + "b") is None
+    assert ex("aaa") is None  # once timed out, the group's extractor gives no more answers
+    assert time.monotonic() - start < 20 * REGEX_TIMEOUT_S
+    fresh = get_extractor("regex", r"(a|aa)+$")  # another group's extractor starts afresh
+    assert fresh("aaa") == "a"

@@ -7,6 +7,7 @@ import pytest
 
 from sglang_pr.deepconf.config import DeepConfConfig
 from sglang_pr.deepconf.group import GroupRun
+from sglang_pr.deepconf.server_backend import BranchRejected
 from sglang_pr.model.task import ANSWER_PREFIX
 
 
@@ -146,3 +147,21 @@ def test_width_limits_concurrency():
     b.generate = counting
     run(DeepConfConfig(method="sc", budget=10, width=3), b)
     assert peak == 3
+
+
+def test_a_refused_branch_fails_the_group_and_aborts_the_others():
+    """SGLang refusing a branch (e.g. over the context length) refuses them all: the group ends
+    with that error (a 400 on the routes) instead of N empty traces, and nothing keeps running."""
+    b = FakeBackend([1] * 8, [3.0] * 8, delay=5.0)
+    orig = b.generate
+
+    async def refuse_the_third(index, settings):
+        if index == 2:
+            await asyncio.sleep(0.01)
+            raise BranchRejected("max_new_tokens must be at least 0, got -5.", "max_new_tokens")
+        return await orig(index, settings)
+
+    b.generate = refuse_the_third
+    with pytest.raises(BranchRejected, match="max_new_tokens"):
+        run(DeepConfConfig(method="sc", budget=8, width=4), b)
+    assert len(b.started) == 3 and b.aborted == {0, 1, 3}  # started 0-3; 2 itself refused

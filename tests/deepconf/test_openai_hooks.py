@@ -54,14 +54,28 @@ def test_chat_group_with_extra_body(client):
     ({"deepconf": {"method": "deepconf", "eta": 150}}, "deepconf.eta"),
     ({"deepconf": {"budget": 0}}, "deepconf.budget"),
     ({"deepconf": {}, "n": 2}, "n"),
-    ({"custom_params": {"deepconf": {"threshold": 3.0}}}, "custom_params.deepconf"),
+    ({"deepconf": {}, "n": 0}, "n"),
+    ({"custom_params": {"deepconf": {"threshold": 3.0}}}, "custom_params.deepconf.threshold"),
+    # the requests a new user's 60 malformed ones found (issue 11), and their neighbours
+    ({"deepconf": {"extractor": "regex", "answer_regex": "("}}, "deepconf.answer_regex"),
+    ({"deepconf": {"budget": 10**9}}, "deepconf.budget"),
+    ({"deepconf": {"k": 10**6}}, "deepconf.k"),
+    ({"deepconf": []}, "deepconf"),
+    ({"custom_params": {"deepconf": []}}, "custom_params.deepconf"),
+    ({"custom_params": {"deepconf": {"k": 10**6}}}, "custom_params.deepconf.k"),
+    ({"deepconf": {"budget": 2, "n_init": 1}, "max_tokens": 10**6}, "max_tokens"),
+    ({"deepconf": {"budget": 2, "n_init": 1}, "top_k": 2**40}, "top_k"),
+    ({"deepconf": {"budget": 2, "n_init": 1}, "temperature": -1}, "temperature"),
+    ({"deepconf": {"budget": 2, "n_init": 1}, "prompt": []}, "prompt"),
+    ({"deepconf": {"budget": 2, "n_init": 1}, "prompt": [1, 2, 10**6]}, "prompt"),
 ])
 def test_bad_settings_are_400_naming_the_field(client, extra, param):
     with pytest.raises(openai.BadRequestError) as ei:
-        client.completions.create(model="default", prompt=PROMPT, max_tokens=4,
-                                  extra_body=extra)
+        client.completions.create(model="default", prompt=extra.pop("prompt", PROMPT),
+                                  max_tokens=extra.pop("max_tokens", 4), extra_body=extra)
     assert ei.value.status_code == 400
-    assert ei.value.body["param"] == param and param.split(".")[-1] in ei.value.body["message"]
+    body = ei.value.body
+    assert body["param"] == param and body["message"].startswith(param + ": "), body
 
 
 def test_plain_requests_are_untouched(client):
@@ -70,12 +84,29 @@ def test_plain_requests_are_untouched(client):
     assert r.usage.completion_tokens <= 8
 
 
-def test_chat_bad_settings_are_400_naming_the_field(client):
+@pytest.mark.parametrize("messages,extra,param", [
+    ([{"role": "user", "content": PROMPT}], {"method": "sc", "budget": 2, "n_init": 0},
+     "deepconf.n_init"),
+    ([], {"method": "sc", "budget": 2}, "messages"),
+    ([{"role": "user", "content": PROMPT}], {"budget": 2, "n_init": 1, "k": 101}, "deepconf.k"),
+])
+def test_chat_bad_settings_are_400_naming_the_field(client, messages, extra, param):
     with pytest.raises(openai.BadRequestError) as ei:
-        client.chat.completions.create(
-            model="default", messages=[{"role": "user", "content": PROMPT}], max_tokens=4,
-            extra_body={"deepconf": {"method": "sc", "budget": 2, "n_init": 0}})
-    assert ei.value.status_code == 400 and ei.value.body["param"] == "deepconf.n_init"
+        client.chat.completions.create(model="default", messages=messages, max_tokens=4,
+                                       extra_body={"deepconf": extra})
+    assert ei.value.status_code == 400 and ei.value.body["param"] == param, ei.value.body
+    assert ei.value.body["message"].startswith(param + ": ")
+
+
+def test_a_lone_surrogate_is_400_naming_the_body(deepconf_url):
+    """SGLang's own JSON parser refuses it before any hook (its message gives the body's loc)."""
+    for path, body in [("/v1/completions", {"prompt": "Q: \udcff"}),
+                       ("/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "Q: \udcff"}]})]:
+        r = requests.post(deepconf_url + path, json={
+            "model": "default", "max_tokens": 4, "deepconf": {"budget": 2, "n_init": 1}, **body},
+            timeout=60)
+        assert r.status_code == 400 and "'body'" in r.json()["message"], r.text
 
 
 def test_client_disconnect_mid_group_frees_every_branch(deepconf_url):
