@@ -16,8 +16,15 @@ sglang-pr's own flags (not passed on to SGLang):
                            sglang_pr.deepconf.config.ServerLimits, reported by
                            /sglang_pr/info. Sets SGLANG_PR_DEEPCONF_LIMITS for the server.
 
-A bad flag, a missing model, a busy port or a bad flag combination exits with status 2 and
-one line naming it, before anything starts.
+Data parallelism (``--dp-size N``): every rank is a scheduler process of its own. On a CPU,
+SGLang binds each rank to a NUMA node unless ``SGLANG_CPU_OMP_THREADS_BIND`` says otherwise
+(``utils/numa_utils.py``), so with more ranks than nodes (2 ranks on a one-node machine) it
+stops at start-up; ``serve`` then splits the usable cores between the ranks itself (``0|1`` on
+2 cores) and gives each rank its share of OpenMP threads. More ranks (dp x tp x pp) than cores,
+or than GPUs, is refused before anything starts.
+
+A bad flag, a missing model, a busy port, a bad flag combination or more ranks than the
+machine holds exits with status 2 and one line naming it, before anything starts.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from sglang_pr.plugin import plugin_enabled
 from sglang_pr.runtime_defaults import cpu_server_defaults, cpu_torch_threads, flags_argv
 
 LIMITS_FLAG = "--deepconf-limits"
+BIND_ENV = "SGLANG_CPU_OMP_THREADS_BIND"  # SGLang's per-rank CPU core sets, "|"-separated
 
 
 def add_parser(sub) -> None:
@@ -136,6 +144,45 @@ def check_port_free(host: str, port: int) -> None:
             raise CliError(f"--port {port}: already in use on {host} ({e.strerror})") from None
 
 
+def local_ranks(settings: dict) -> int:
+    """Scheduler ranks on this node: dp x tp x pp (what SGLang binds threads or GPUs for)."""
+    total = int(settings.get("dp_size") or 1) * int(settings.get("tp_size") or 1) \
+        * int(settings.get("pp_size") or 1)
+    return max(1, total // max(1, int(settings.get("nnodes") or 1)))
+
+
+def check_rank_capacity(settings: dict, gpu: bool) -> int:
+    """Refuse more ranks than this machine holds; on a CPU, bind them to cores (see above).
+    Returns the number of ranks on this node."""
+    from sglang.srt.utils.common import get_cpu_ids_by_node
+
+    from sglang_pr.server.dp import cpu_rank_binding, usable_cpus
+
+    ranks = local_ranks(settings)
+    sizes = [(f"--{k[:2]}-size", int(settings.get(k) or 1)) for k in ("dp_size", "tp_size",
+                                                                       "pp_size")]
+    flags = " x ".join(f"{flag} {n}" for flag, n in sizes if n > 1 or flag == "--dp-size")
+    if gpu:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus and ranks > gpus:
+            raise CliError(f"{flags}: {ranks} ranks on this node, but it has {gpus} GPU(s)")
+        return ranks
+    cpus = usable_cpus()
+    if ranks > len(cpus):
+        raise CliError(f"{flags}: {ranks} ranks, but this machine gives this process "
+                       f"{len(cpus)} CPU core(s): each rank needs at least one")
+    bind = os.environ.get(BIND_ENV)
+    if bind is not None and bind != "all":
+        if len(bind.split("|")) < ranks:
+            raise CliError(f"{BIND_ENV}={bind}: {len(bind.split('|'))} core group(s) for "
+                           f"{ranks} ranks ({flags})")
+    elif ranks > len(get_cpu_ids_by_node()):  # SGLang's own default would assert
+        os.environ[BIND_ENV] = cpu_rank_binding(ranks, cpus)
+    return ranks
+
+
 def apply_deepconf_limits(raw: str | None) -> None:
     """Validate ``--deepconf-limits`` and hand it to the server's processes (they inherit this
     environment); a value already in the environment is checked too."""
@@ -178,9 +225,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     argv = build_server_argv(sglang_flags)
     settings = parse_sglang(argv)  # the complete command line, as SGLang will read it
     check_port_free(str(settings["host"]), int(settings["port"]))
+    ranks = check_rank_capacity(settings, has_accelerator())
     if not has_accelerator():
         # Read when the scheduler subprocess starts its OpenMP runtime; the user's value wins.
-        os.environ.setdefault("OMP_NUM_THREADS", str(cpu_torch_threads()))
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpu_torch_threads() // ranks)))
     print("sglang-pr serve: sglang.launch_server " + shlex.join(argv), file=sys.stderr,
           flush=True)
     return launch_in_process(argv)

@@ -6,6 +6,12 @@ with ``max_new_tokens=0`` (what SGLang does for ``n > 1``), so every branch reus
 radix cache. Aborts go through ``tokenizer_manager.abort_request``, SGLang's own path: the
 scheduler finishes the request and releases its KV.
 
+Under data parallelism (``--dp-size N``) the whole group runs on one rank: the prefill picks it
+(:func:`sglang_pr.server.dp.choose_rank`: the rank with the fewest of this process's branches in
+flight, ties by a hash of the prompt; why, in that module) and every branch carries it as
+``routed_dp_rank``, so the prompt is prefilled once and every branch reuses that rank's cache.
+Aborts reach the branches wherever they run (SGLang's controller sends aborts to every rank).
+
 Before a group starts, :func:`check_group_request` checks what the served model admits (token
 ids and ``k`` within the vocabulary, SGLang's own ``SamplingParams`` rules), so a bad group is
 one 400 naming the field instead of N branches that each fail (a 200 with empty traces), and
@@ -22,6 +28,7 @@ import uuid
 from typing import Any, Awaitable, Optional, TypeVar
 
 from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, ConfigError, TraceSettings
+from sglang_pr.server.dp import GROUP_RID_PREFIX, branch_running, choose_rank
 
 T = TypeVar("T")
 # How often a running group checks its client. SGLang's own per-request check fires only after a
@@ -153,15 +160,17 @@ class TokenizerManagerBackend:
         seed = sp.get("sampling_seed")
         # a given seed makes the whole group reproducible (where the server honours seeds)
         self.seed_base = int(seed) if seed is not None else random.getrandbits(31)
+        self.dp_rank: Optional[int] = None  # the group's DP rank, chosen at prefill
 
-    def rid(self, index: int) -> str:
-        return f"dcg-{self.group_id}-{index}"
+    def rid(self, index: int | str) -> str:
+        return f"{GROUP_RID_PREFIX}{self.group_id}-{index}"
 
     def _obj(self, rid: str, sampling_params: dict):
         from sglang.srt.managers.io_struct import GenerateReqInput
 
         kwargs = {k: copy.deepcopy(v) for k, v in self.prompt.items() if k in ("text", "input_ids")}
-        return GenerateReqInput(rid=rid, sampling_params=sampling_params, stream=False, **kwargs)
+        return GenerateReqInput(rid=rid, sampling_params=sampling_params, stream=False,
+                                routed_dp_rank=self.dp_rank, **kwargs)
 
     async def _one(self, obj) -> dict:
         try:
@@ -178,7 +187,10 @@ class TokenizerManagerBackend:
         sp["max_new_tokens"] = 0
         sp.pop("custom_params", None)
         sp.pop("min_new_tokens", None)  # > 0 would contradict max_new_tokens=0 in verify
-        out = await self._one(self._obj(f"dcg-{self.group_id}-prefill", sp))
+        # chosen and counted before the first await, so groups starting together spread out
+        self.dp_rank = choose_rank(self.tm, self.prompt)
+        with branch_running(self.dp_rank):
+            out = await self._one(self._obj(self.rid("prefill"), sp))
         return out.get("meta_info") or {}
 
     async def generate(self, index: int, settings: TraceSettings) -> dict:
@@ -189,7 +201,8 @@ class TokenizerManagerBackend:
         # One seed per branch: under seeded sampling, equal seeds would give equal branches.
         sp["sampling_seed"] = (self.seed_base + index) % (2**63)
         try:
-            return await self._one(self._obj(self.rid(index), sp))
+            with branch_running(self.dp_rank):
+                return await self._one(self._obj(self.rid(index), sp))
         except BranchRejected:
             raise
         except ValueError as e:  # the client went away: the group is being cancelled

@@ -5,6 +5,11 @@ the allocator or held (evictable) by the radix cache, and counts a violation as 
 This module adds those numbers to the scheduler's internal state, which SGLang serves at
 ``GET /server_info`` under ``internal_states[i]["sglang_pr_kv"]``, so tests and benchmarks can
 assert "no leak" with SGLang's numbers rather than our own bookkeeping.
+
+Under data parallelism (``--dp-size N``) SGLang returns one internal state per rank, each from
+its own scheduler, so each block carries its ``dp_rank``. The client helpers read all of them:
+:func:`kv_state` sums the counts and keeps the blocks under ``"ranks"``, and idle-and-clean
+means every rank is (a leak on one rank cannot hide behind spare room on another).
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ import time
 import requests
 
 from sglang_pr.internals import patched_targets
+from sglang_pr.server.dp import LEDGER
 
 
 def _add_kv_state(result, controller, state: dict) -> None:
     s = controller.scheduler
     checker = getattr(s, "invariant_checker", None)
     state["sglang_pr_patched_hooks"] = patched_targets()  # the scheduler process's
+    state["sglang_pr_dp"] = {"dp_rank": _dp_rank(), **LEDGER.state()}  # groups on this rank
     state["sglang_pr_kv"] = {
+        "dp_rank": _dp_rank(),
         "total_tokens": int(s.max_total_num_tokens),
         "available_tokens": int(s.token_to_kv_pool_allocator.available_size()),
         "evictable_tokens": int(s.tree_cache.evictable_size()),
@@ -34,14 +42,45 @@ def _add_kv_state(result, controller, state: dict) -> None:
     }
 
 
-def kv_state(base_url: str) -> dict:
-    """The first scheduler's ``sglang_pr_kv`` block from ``/server_info``."""
+def _dp_rank() -> int:
+    """This scheduler's data-parallel rank (0 without data parallelism)."""
+    from sglang.srt.runtime_context import get_parallel
+
+    return int(get_parallel().dp_rank or 0)
+
+
+# Counts that add up across ranks; everything else in a block is per rank.
+SUMMED = ("total_tokens", "available_tokens", "evictable_tokens", "protected_tokens",
+          "running_requests", "waiting_requests", "free_req_slots", "total_req_slots",
+          "leak_warnings")
+
+
+def combine(blocks: list[dict]) -> dict:
+    """One state for a server: the counts summed over its ranks, the blocks under ``ranks``
+    (ordered by ``dp_rank``). With one rank the sums are that rank's own numbers."""
+    ranks = sorted(blocks, key=lambda b: b.get("dp_rank", 0))
+    return {**{k: sum(int(b[k]) for b in ranks) for k in SUMMED}, "ranks": ranks}
+
+
+async def kv_by_rank(tokenizer_manager) -> dict:
+    """Server side (main process): :func:`combine` over every rank's block, as
+    ``/server_info`` would report them (for a route such as ``/sglang_pr/info``)."""
+    states = await tokenizer_manager.get_internal_state()
+    return combine([s["sglang_pr_kv"] for s in states if "sglang_pr_kv" in s])
+
+
+def kv_states(base_url: str) -> list[dict]:
+    """Every scheduler's ``sglang_pr_kv`` block from ``/server_info`` (one per DP rank)."""
     info = requests.get(base_url + "/server_info", timeout=30).json()
-    return info["internal_states"][0]["sglang_pr_kv"]
+    return [s["sglang_pr_kv"] for s in info["internal_states"]]
 
 
-def is_idle_and_clean(state: dict) -> bool:
-    """No request holds KV: every slot is free or evictable cache, every request slot free."""
+def kv_state(base_url: str) -> dict:
+    """The server's KV state: counts summed over its ranks, per-rank blocks in ``ranks``."""
+    return combine(kv_states(base_url))
+
+
+def _rank_idle_and_clean(state: dict) -> bool:
     return (
         state["running_requests"] == 0
         and state["waiting_requests"] == 0
@@ -50,6 +89,12 @@ def is_idle_and_clean(state: dict) -> bool:
         and state["free_req_slots"] == state["total_req_slots"]
         and state["leak_warnings"] == 0
     )
+
+
+def is_idle_and_clean(state: dict) -> bool:
+    """No request holds KV on any rank: every slot free or evictable cache, every request slot
+    free, no leak warning. ``state``: from :func:`kv_state`, or one rank's block."""
+    return all(_rank_idle_and_clean(r) for r in state.get("ranks", [state]))
 
 
 def wait_idle_and_clean(base_url: str, timeout_s: float = 30.0) -> dict:

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 import sglang_pr
 from sglang_pr.internals import patched_targets
+from sglang_pr.server.kv_accounting import kv_by_rank
 
 INFO_PATH = "/sglang_pr/info"
 
@@ -28,11 +29,15 @@ def info_router(subsystems: Sequence, features: list[str]) -> APIRouter:
 
     @router.get(INFO_PATH)
     async def sglang_pr_info() -> dict:
+        from sglang.srt.entrypoints.http_server import get_global_state
+
         config = {m.__name__.rsplit(".", 1)[-1]: m.info() for m in subsystems
                   if hasattr(m, "info")}
         return {"name": "sglang_pr", "version": sglang_pr.__version__,
                 "features": list(features), "platform": _platform_name(), "config": config,
-                "patched_hooks": patched_targets()}  # this (main) process's
+                "patched_hooks": patched_targets(),  # this (main) process's
+                # SGLang's own KV accounting, summed over the DP ranks, per rank in "ranks"
+                "kv": await kv_by_rank(get_global_state().tokenizer_manager)}
 
     return router
 

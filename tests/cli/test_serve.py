@@ -102,13 +102,15 @@ def test_own_flags_are_taken_out_and_the_rest_keeps_its_order():
 def test_deepconf_limits_reach_the_environment(monkeypatch):
     from sglang_pr.deepconf.config import LIMITS_ENV, server_limits
 
-    monkeypatch.delenv(LIMITS_ENV, raising=False)
+    # setenv records the variable's state before the test, so teardown restores it (a delenv of
+    # an unset variable records nothing, and a later delenv would record the value set here:
+    # the servers started after this test then inherited max_budget 256).
+    monkeypatch.setenv(LIMITS_ENV, "{}")
     apply_deepconf_limits('{"max_budget": 256}')
     try:
         assert json.loads(os.environ[LIMITS_ENV])["max_budget"] == 256
         assert server_limits().max_budget == 256
     finally:
-        monkeypatch.delenv(LIMITS_ENV)
         server_limits.cache_clear()
 
 

@@ -24,6 +24,9 @@ def test_plugin_marker_reports_version_features_platform(base_url):
     assert info["version"] == sglang_pr.__version__
     assert {"http_routes", "kv_accounting", "cascade_attention"} <= set(info["features"])
     assert info["platform"].endswith("PortableCpuPlatform")
+    kv = info["kv"]  # SGLang's own accounting, the same numbers /server_info carries
+    assert [r["dp_rank"] for r in kv["ranks"]] == [0]
+    assert kv["total_tokens"] == kv["ranks"][0]["total_tokens"] > 0
 
 
 def test_server_runs_cpu_defaults(base_url):
