@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ from sglang_pr.deepconf.config import SAMPLING, DeepConfConfig
 from sglang_pr.model import SHIPPED_MODEL_DIR, evaluate, task, tokenizer
 from sglang_pr.model.evaluate import Trace
 from sglang_pr.optional import require_or_exit
-from sglang_pr.server.launcher import launch
+from sglang_pr.server.launcher import free_port_in, launch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = range(30100, 30200)  # this benchmark's port range (shared machine: stay inside it)
@@ -56,17 +55,6 @@ class BenchConfig:
     # the 2-core dev box at load ~10, 25-60 tok/s with 2 threads vs ~2000 tok/s with 1.
     # Greedy output stayed identical to transformers (200/200), so only speed changes.
     server_threads: int = 1
-
-
-def free_port_in_range() -> int:
-    for port in PORTS:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}..{PORTS.stop - 1}")
 
 
 def post_generate(base_url: str, payload: dict, timeout_s: float) -> list[dict]:
@@ -158,7 +146,7 @@ def plot(result: dict, path: Path) -> None:
 
 def run(cfg: BenchConfig, model_dir: Path) -> dict:
     problems = task.heldout_set(cfg.n_questions)
-    port = free_port_in_range()
+    port = free_port_in(PORTS)
     env = {"OMP_NUM_THREADS": str(cfg.server_threads)}
     with launch(model_path=model_dir, port=port, env=env, timeout_s=cfg.server_start_timeout_s) as server:
         start = time.time()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import time
 from collections import defaultdict
@@ -31,22 +30,11 @@ from sglang_pr.data import ARITH_WORDS_HELDOUT, DatasetError, Question, load_dat
 from sglang_pr.deepconf.extract import last_number
 from sglang_pr.deepconf.vote import weighted_vote
 from sglang_pr.models import ModelError, resolve_model_path
-from sglang_pr.server.launcher import launch
+from sglang_pr.server.launcher import free_port_in, launch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = range(30200, 30300)  # this benchmark's port range (shared machine: stay inside it)
 BAR = {"pass_at_1": [0.2, 0.6], "majority_minus_pass_at_1": 0.10}
-
-
-def free_port_in_range() -> int:
-    for port in PORTS:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}..{PORTS.stop - 1}")
 
 
 def chat_prompts(model_dir: Path, questions: list[Question]) -> list[str]:
@@ -109,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
     # One torch thread: on this shared 2-core box two OpenMP threads stall at every barrier
     # (benchmarks/model_quality.py measured it); --random-seed seeds the server's sampler.
     env = {"OMP_NUM_THREADS": "1"}
-    with launch(model_path=model_dir, port=free_port_in_range(), env=env, timeout_s=900,
+    with launch(model_path=model_dir, port=free_port_in(PORTS), env=env, timeout_s=900,
                 extra_args=["--random-seed", str(args.seed)]) as server:
         start = time.time()
         outputs = sample(server.base_url, prompts, args)

@@ -43,6 +43,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_port_in(ports: range, host: str = "127.0.0.1") -> int:
+    """The first free port of ``ports`` (a benchmark's own range on a shared machine)."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports.start}..{ports.stop - 1}")
+
+
 class ServerHandle:
     """A running ``sglang-pr serve`` process; a context manager that stops it on exit."""
 
