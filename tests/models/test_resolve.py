@@ -54,19 +54,13 @@ def test_folder_wins_over_a_name(model_folder, monkeypatch):
     assert resolve_model_path("smollm2-135m").resolve() == folder.resolve()
 
 
-def test_folder_without_config_names_the_file(model_folder):
-    folder = model_folder("m", config=False)
+@pytest.mark.parametrize("missing,kwargs", [("config.json", {"config": False}),
+                                              ("tokenizer.json", {"tokenizer": None})])
+def test_folder_without_a_file_names_it(model_folder, missing, kwargs):
+    folder = model_folder("m", **kwargs)
     with pytest.raises(ModelError) as e:
         resolve_model_path(folder)
-    assert str(e.value).startswith(f"{folder / 'config.json'}: missing")
-    assert "\n" not in str(e.value)
-
-
-def test_folder_without_tokenizer_names_the_file(model_folder):
-    folder = model_folder("m", tokenizer=None)
-    with pytest.raises(ModelError) as e:
-        resolve_model_path(folder)
-    assert str(e.value).startswith(f"{folder / 'tokenizer.json'}: missing")
+    assert str(e.value).startswith(f"{folder / missing}: missing")
     assert "\n" not in str(e.value)
 
 
