@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from sglang_pr.benchmark_meta import run_metadata
+from sglang_pr.data import DatasetError, load_dataset
 from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_WINDOW, DeepConfConfig
 from sglang_pr.deepconf.extract import get_extractor
 from sglang_pr.deepconf.frontier import (
@@ -99,13 +100,11 @@ def task_splits(n_tune: int, n_report: int) -> dict[str, list[Question]]:
 
 
 def read_jsonl(path: Path, flag: str, need: int) -> list[tuple[str, str]]:
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            d = json.loads(line) if line.strip() else None
-            rows += [] if d is None else [(str(d["question"]), str(d["answer"]))]
-        except (ValueError, KeyError, TypeError):
-            raise UsageError(f"{flag}: {path}:{i}: not a {{\"question\", \"answer\"}} line")
+    """(question, answer) pairs through the project's one dataset loader."""
+    try:
+        rows = [(q.question, q.answer) for q in load_dataset(path)]
+    except DatasetError as e:
+        raise UsageError(f"{flag}: {e}") from None
     if len(rows) < need:
         raise UsageError(f"{flag}: {path} has {len(rows)} questions; the split needs {need}")
     return rows

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-import re
+import regex as timed_re  # the engine user answer regexes run under (extract.py)
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -41,7 +41,7 @@ CUSTOM_PARAMS_KEY = "deepconf"
 # computed; filled by the scheduler), and the trace's summary (added in the main process).
 META_CONFIDENCES = "deepconf_confidences"
 META_SUMMARY = "deepconf"
-# Finish-reason type of a trace stopped early (FinishLowConfidence in scheduler_hooks).
+# Finish-reason type of a trace stopped early (FinishLowConfidence in early_stop).
 LOW_CONFIDENCE = "low_confidence"
 # HTTP route of a whole fork group (routes.py serves it; demo and frontends call it).
 GROUP_PATH = "/sglang_pr/deepconf/group"
@@ -125,8 +125,8 @@ class DeepConfConfig(BaseModel):
     def _compiles(cls, v: Optional[str]) -> Optional[str]:
         if v is not None:
             try:
-                re.compile(v)
-            except re.error as e:
+                timed_re.compile(v)
+            except timed_re.error as e:
                 raise ValueError(f"invalid regular expression ({e})") from None
         return v
 

@@ -224,7 +224,7 @@ class ConfidenceHostOutput:
 
     def consume(self, batch, commits) -> None:
         # The confidences were already handed to the requests before update_finish_state
-        # (see scheduler_hooks); nothing is left to do after the tokens are committed.
+        # (see _before_process_result); nothing is left to do after the tokens are committed.
         return None
 
     def per_request(self) -> list[tuple[Any, float]]:
@@ -276,7 +276,6 @@ def find_host_output(aux) -> Optional[ConfidenceHostOutput]:
     return None
 
 
-FINISH_TYPE = LOW_CONFIDENCE
 
 
 class FinishLowConfidence(BaseFinishReason):
@@ -288,7 +287,7 @@ class FinishLowConfidence(BaseFinishReason):
         self.window, self.tokens = window, tokens
 
     def to_json(self):
-        return {"type": FINISH_TYPE, "confidence": self.confidence,
+        return {"type": LOW_CONFIDENCE, "confidence": self.confidence,
                 "threshold": self.threshold, "window": self.window, "tokens": self.tokens}
 
 

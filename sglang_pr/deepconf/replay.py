@@ -53,9 +53,9 @@ from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from sglang_pr.deepconf.config import LOW_CONFIDENCE, META_CONFIDENCES, META_SUMMARY
+from sglang_pr.deepconf.config import META_CONFIDENCES, META_SUMMARY
 from sglang_pr.deepconf.config import DeepConfConfig, TraceSettings
-from sglang_pr.deepconf.early_stop import ConfidenceTracker
+from sglang_pr.deepconf.early_stop import ConfidenceTracker, FinishLowConfidence
 from sglang_pr.deepconf.group import GroupResult, GroupRun
 from sglang_pr.deepconf.summary import summarize
 
@@ -114,8 +114,9 @@ def cut(trace: PoolTrace, settings: TraceSettings) -> tuple[int, dict]:
     j = tracker.update(trace.confidences[:-1])  # the last token finishes the trace on its own
     if j is None:
         return trace.tokens, trace.finish_reason
-    return j + 1, {"type": LOW_CONFIDENCE, "confidence": tracker.stop_confidence,
-                   "threshold": settings.threshold, "window": settings.window, "tokens": j + 1}
+    # the scheduler's own finish record for an early stop
+    return j + 1, FinishLowConfidence(tracker.stop_confidence, settings.threshold,
+                                      settings.window, j + 1).to_json()
 
 
 class ReplayBackend:

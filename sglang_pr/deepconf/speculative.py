@@ -2,7 +2,7 @@
 
 Plain decoding gives DeepConf one logits row per request per step (its sampling observer).
 The observer does not run on a speculative runner, so MEDUSA feeds DeepConf itself, through
-DeepConf's public entry point ``runtime_state.push_token_confidences`` — once per step, before
+DeepConf's public entry point ``early_stop.push_token_confidences`` — once per step, before
 SGLang's result processing calls ``req.update_finish_state(n_accepted)`` (which is where
 DeepConf decides, and cuts an accepted run after the token where the window mean fell):
 
@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from sglang_pr.deepconf.confidence import topk_logprob_prefix_means
+from sglang_pr.deepconf.early_stop import push_token_confidences, state_of
+
 
 def accepted_rows(logits: torch.Tensor, accept_nodes: torch.Tensor) -> torch.Tensor:
     """[bs, n, V] verify logits, [bs, D+1] accepted node ids (-1 pad) -> [bs, D+1, V]."""
@@ -25,11 +28,9 @@ def accepted_rows(logits: torch.Tensor, accept_nodes: torch.Tensor) -> torch.Ten
 
 
 def _tracked(batch) -> list[tuple[int, object, object]]:
-    from sglang_pr.deepconf import early_stop as runtime_state
-
     out = []
     for i, req in enumerate(batch.reqs):
-        st = runtime_state.state_of(req)
+        st = state_of(req)
         if st is not None:
             out.append((i, req, st))
     return out
@@ -37,15 +38,12 @@ def _tracked(batch) -> list[tuple[int, object, object]]:
 
 def _push(tracked, rows: torch.Tensor, lens: list[int]) -> None:
     """rows [m, W, V] for the m tracked requests; lens[i] tokens emitted by request i."""
-    from sglang_pr.deepconf import early_stop as runtime_state
-    from sglang_pr.deepconf.confidence import topk_logprob_prefix_means
-
     k_max = max(st.settings.k for _, _, st in tracked)
     m, w, v = rows.shape
     table = topk_logprob_prefix_means(rows.reshape(m * w, v), k_max).view(m, w, -1)
     for i, (_, req, st) in enumerate(tracked):
         k = min(st.settings.k, table.shape[-1])
-        runtime_state.push_token_confidences(req, table[i, : lens[i], k - 1])
+        push_token_confidences(req, table[i, : lens[i], k - 1])
 
 
 def publish_verify(batch, logits: torch.Tensor, vr) -> None:

@@ -25,10 +25,11 @@ from sglang_pr.server.dp import LEDGER
 def _add_kv_state(result, controller, state: dict) -> None:
     s = controller.scheduler
     checker = getattr(s, "invariant_checker", None)
+    rank = _dp_rank()
     state["sglang_pr_patched_hooks"] = patched_targets()  # the scheduler process's
-    state["sglang_pr_dp"] = {"dp_rank": _dp_rank(), **LEDGER.state()}  # groups on this rank
+    state["sglang_pr_dp"] = {"dp_rank": rank, **LEDGER.state()}  # groups on this rank
     state["sglang_pr_kv"] = {
-        "dp_rank": _dp_rank(),
+        "dp_rank": rank,
         "total_tokens": int(s.max_total_num_tokens),
         "available_tokens": int(s.token_to_kv_pool_allocator.available_size()),
         "evictable_tokens": int(s.tree_cache.evictable_size()),
