@@ -22,6 +22,9 @@ Private names (leading underscore) are the fragile ones. Each is used for one re
   (:func:`validate_openai_request`).
 * ``HookRegistry._patched`` (read only): which targets were really patched in a process, so
   ``/sglang_pr/info`` and ``/server_info`` can show every hook took effect.
+* ``TokenizerManager._validate_one_request`` (server, before): the one place SGLang validates
+  each tokenized request (every route passes it); we refuse token ids outside the vocabulary
+  there, which SGLang 0.5.23 lets through to crash the scheduler (``server/guards.py``).
 * ``TorchNativeAttnBackend._run_sdpa_forward_decode`` (cascade, called, not patched): the flat
   decode path for batches the cascade plan leaves ungrouped (:func:`run_sdpa_forward_decode`).
 """

@@ -8,7 +8,9 @@ route, and a launcher for SGLang server processes.
 * ``dp``            data parallelism: one rank per fork group (DeepConf groups pick it in the
                     main process; ``n > 1`` and frontend forks follow their announced prefix
                     in the DP controller, hook below), the controller's idle sleep, and how
-                    many ranks a CPU holds.
+                    many ranks a CPU holds;
+* ``guards``        400s for the two requests SGLang 0.5.23 would crash its scheduler on
+                    (``top_k`` past 2**30, token ids outside the vocabulary), on every route.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ HOOKS: tuple[Hook, ...] = (
     # Each rank notes which groups reached it (/server_info: sglang_pr_dp), to check the above.
     Hook("sglang.srt.managers.scheduler.Scheduler.handle_generate_request",
          "sglang_pr.server.dp:_count_request", "before"),
+    # SGLang validates sampling params here but lets a top_k that overflows int32 through.
+    Hook("sglang.srt.sampling.sampling_params.SamplingParams.verify",
+         "sglang_pr.server.guards:_after_sampling_verify", "after"),
+    # ... and each tokenized request here, without checking its ids against the vocabulary.
+    Hook("sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
+         "sglang_pr.server.guards:_before_validate_request", "before"),
 )
 
 
@@ -36,3 +44,4 @@ def register(features: list[str]) -> None:
     register_hooks(HOOKS)
     features.append("kv_accounting")
     features.append("dp_fork_affinity")
+    features.append("request_guards")
