@@ -6,7 +6,8 @@ Cascade (shared-prefix) decode attention, FlashInfer "recursive attention" style
 * :mod:`.reference` - float64 ground truth (flat attention, LSE merge);
 * :mod:`.torch_impl` - the CPU path (vectorised torch);
 * :mod:`.triton_impl` - the GPU path (Triton; runs on CPU under ``TRITON_INTERPRET=1``);
-* :mod:`.cascade` - the public plan/run API, dispatching on the tensors' device.
+* :mod:`.cascade` - the public plan/run API, dispatching on the tensors' device;
+* :mod:`.extend` - extend (prefill over a cached prefix): new tokens only, shared prefix once.
 
 LSE base at every public interface: natural log. Triton kernels use base 2 inside and
 convert on store/load (documented in :mod:`.triton_impl`).
@@ -20,11 +21,14 @@ from .cascade import (
     resolve_impl,
     suffix_attention,
 )
+from .extend import CascadeExtend, ExtendRequest
 from .layout import WorkList, make_worklist
 from .torch_impl import merge_states
 
 __all__ = [
     "CascadeDecode",
+    "CascadeExtend",
+    "ExtendRequest",
     "WorkList",
     "attention_lse",
     "grouped_prefix_attention",

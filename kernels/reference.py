@@ -93,3 +93,37 @@ def flat_decode_ref(
 
     work = make_worklist([[b] for b in range(len(req_slots))], req_slots, device="cpu")
     return attention_lse_ref(q, k_cache, v_cache, work, scale)[0]
+
+
+def extend_attention_ref(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    seq_slots: list[torch.Tensor],
+    extend_lens: list[int],
+    scale: float,
+) -> torch.Tensor:
+    """Extend attention the plain way: each request's full causal attention, new rows kept.
+
+    Request ``b`` owns the next ``extend_lens[b]`` rows of q (its new tokens, in order) and its
+    whole sequence's KV slots ``seq_slots[b]`` (``[p + e]``, cached prefix first). Every one of
+    its ``p + e`` positions is queried with a causal mask (new rows' queries from q, cached
+    rows' queries irrelevant: only the last ``e`` output rows are kept).
+
+    Returns:
+        ``o [sum(extend_lens), Hq, Dv]`` float64.
+    """
+    Hq, Hkv = q.shape[1], k_cache.shape[1]
+    outs, start = [], 0
+    for slots, e in zip(seq_slots, extend_lens):
+        L = slots.numel()
+        k = k_cache[slots.long()].double().cpu().repeat_interleave(Hq // Hkv, dim=1)  # [L, Hq, D]
+        v = v_cache[slots.long()].double().cpu().repeat_interleave(Hq // Hkv, dim=1)
+        qq = torch.zeros(L, Hq, q.shape[2], dtype=torch.float64)
+        qq[L - e :] = q[start : start + e].double().cpu()
+        logits = torch.einsum("ihd,jhd->hij", qq, k) * scale
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        p = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
+        outs.append(torch.einsum("hij,jhd->ihd", p, v)[L - e :])
+        start += e
+    return torch.cat(outs) if outs else torch.zeros(0, Hq, v_cache.shape[-1], dtype=torch.float64)

@@ -38,6 +38,14 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 # What the issue asks per device: the share of the byte bound at P=8192, n=16 (kernel) and
 # the end-to-end tokens/s ratio (no end-to-end target on a GPU).
 NEEDED = {"cpu": {"kernel": 0.5, "e2e": 1.5}, "cuda": {"kernel": 0.8, "e2e": None}}
+# Part (b) runs the shipped model's architecture (random weights, wider); fork_bench.py adds
+# rows of real models, each with its own targets (issue 12: decode and whole-request ratios).
+SHIPPED = "tiny-reasoner"
+NEEDED_REAL = {"cpu": {"decode": 2.5, "request": 3.0}}
+
+
+def _model(row: dict) -> str:
+    return row.get("model", SHIPPED) if isinstance(row.get("model"), str) else SHIPPED
 
 
 def targets(kernel: list[dict], e2e: list[dict]) -> dict:
@@ -49,7 +57,13 @@ def targets(kernel: list[dict], e2e: list[dict]) -> dict:
         key = [r for r in kernel if r["device"] == dev and r["P"] == 8192 and r["n"] == 16]
         if key:
             t["kernel_P8192_n16"] = {f"S={r['S']}": _key_row(r) for r in key}
-        rows = [r for r in e2e if r["device"] == dev]
+        rows = [r for r in e2e if r["device"] == dev and _model(r) == SHIPPED]
+        real = [r for r in e2e if r["device"] == dev and _model(r) != SHIPPED]
+        if real:
+            t["e2e_real_models"] = {_model(r): {
+                "needed": NEEDED_REAL.get(dev), "decode_speedup": r["speedup"],
+                "whole_request_speedup": r["speedup_request"],
+                "identical_greedy": r.get("identical_greedy")} for r in real}
         if rows:
             t["e2e_speedup_needed"] = need["e2e"]
             t["e2e_speedup"] = [r["speedup"] for r in rows]
@@ -70,11 +84,17 @@ def _key_row(r: dict) -> dict:
     return out
 
 
+def _meta_key(row: dict) -> str:
+    """Metadata key of a row: its device (shipped model) or ``device:model`` (real models)."""
+    return row["device"] if _model(row) == SHIPPED else f"{row['device']}:{_model(row)}"
+
+
 def merge_rows(data: dict, part: str, rows: list[dict], meta: dict) -> None:
-    """Replace ``data[part]``'s rows of the devices in ``rows``; metadata per device."""
-    devs = {r["device"] for r in rows}
-    data[part] = [r for r in data.get(part, []) if r["device"] not in devs] + rows
-    data[f"{part}_meta"] = {**data.get(f"{part}_meta", {}), **{d: meta for d in devs}}
+    """Replace ``data[part]``'s rows of the (device, model) pairs in ``rows``; metadata per
+    pair (see :func:`_meta_key`)."""
+    keys = {_meta_key(r) for r in rows}
+    data[part] = [r for r in data.get(part, []) if _meta_key(r) not in keys] + rows
+    data[f"{part}_meta"] = {**data.get(f"{part}_meta", {}), **{k: meta for k in keys}}
 
 
 def plot(data: dict, path: Path) -> None:
@@ -84,20 +104,42 @@ def plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     kernel, e2e = data.get("kernel", []), data.get("e2e", [])
+    real = [r for r in e2e if _model(r) != SHIPPED]
+    e2e = [r for r in e2e if _model(r) == SHIPPED]
     devs = sorted({r["device"] for r in kernel}) or ["cpu"]
-    fig, axes = plt.subplots(1, len(devs) + 1, figsize=(7 * len(devs) + 4, 4.8),
-                             gridspec_kw={"width_ratios": [3] * len(devs) + [1]})
+    fig, axes = plt.subplots(1, len(devs) + 1 + len(real),
+                             figsize=(7 * len(devs) + 4 + 6 * len(real), 4.8),
+                             gridspec_kw={"width_ratios": [3] * len(devs) + [1]
+                                          + [1.6] * len(real)})
     for ax, dev in zip(axes, devs):
         _plot_kernel(ax, [r for r in kernel if r["device"] == dev], dev)
-    ax = axes[-1]
+    for ax, r in zip(axes[len(devs) + 1 :], real):
+        _plot_real(ax, r)
+    ax = axes[len(devs)]
     if e2e:
         r = e2e[0]
         ax.bar([0, 1], [r["flat_tok_s"], r["cascade_tok_s"]], color=["#999999", "#1f77b4"])
         ax.set_xticks([0, 1], [r["flat_backend"], "cascade"])
-        ax.set_title(f"(b) e2e {r['n']}-way fork, P={r['P']}\n{r['device']}: x{r['speedup']:.2f}")
+        ax.set_title(f"(b) e2e {r['n']}-way fork, P={r['P']}\n{r['device']}: x{r['speedup']:.2f}",
+                     fontsize=9)
         ax.set_ylabel(f"decode tokens/s ({r['n']} branches)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def _plot_real(ax, r: dict) -> None:
+    """A real model's fork (fork_bench.py): decode and whole-request tokens/s per config."""
+    names = list(r["medians"])
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [r["medians"][c]["decode_tok_s"] for c in names], 0.4,
+           label="decode tokens/s", color="#1f77b4")
+    ax.bar([x + 0.2 for x in xs], [r["medians"][c]["request_tok_s"] for c in names], 0.4,
+           label="whole-request tokens/s", color="#ff7f0e")
+    ax.set_xticks(list(xs), [c.replace("_", "\n") for c in names], fontsize=7)
+    ax.set_title(f"(c) {r['model']}, {r['n']}-way greedy fork, P={r['P']}\n"
+                 f"cascade: decode x{r['speedup']:.2f}, request x{r['speedup_request']:.2f}",
+                 fontsize=9)
+    ax.legend(fontsize=7)
 
 
 def _plot_kernel(ax, rows: list[dict], dev: str) -> None:

@@ -144,7 +144,9 @@ def run_e2e_bench(P=2048, n=16, new_tokens=64, reps=3, gpu=False, log=print) -> 
         "speedup_request": casc["request_tok_s"] / flat["request_tok_s"],
         "speedup_request_cpu_time":
             casc["request_tok_per_cpu_s"] / flat["request_tok_per_cpu_s"],
-        "runs": runs, "model": MODEL_SHAPE, "server_env": env,
+        "runs": runs, "model": "tiny-reasoner", "model_shape": MODEL_SHAPE,
+        "weights": "random (the shipped architecture, wider: only speed is measured)",
+        "server_env": env,
         "server_argv": {"flat": argvs[flat_name], "cascade": argvs["cascade"]},
     }]
 

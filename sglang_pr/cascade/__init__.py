@@ -1,8 +1,9 @@
-"""Cascade (shared-prefix) attention backend for fork groups at decode.
+"""Cascade (shared-prefix) attention backend for fork groups at decode and at extend.
 
 Concept -> file: ``config`` (settings, ``SGLANG_PR_CASCADE``), ``plan`` (groups found once per
-batch from SGLang's request-to-token table), ``policy`` (the cost rule: cascade or flat),
-``backend`` (the SGLang attention backend; kernels in ``sglang_pr.kernels``).
+batch from SGLang's request-to-token table), ``extend`` (the same plan for an extend batch over
+cached prefixes), ``policy`` (when ``serve`` picks this backend), ``backend`` (the SGLang
+attention backend; kernels in ``sglang_pr.kernels``).
 
 ``register`` adds the attention backend ``cascade`` to SGLang's registry and to the
 ``--attention-backend`` choices; it patches nothing (``HOOKS`` is empty). The backend itself

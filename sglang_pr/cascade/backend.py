@@ -1,7 +1,13 @@
 """SGLang attention backend ``cascade``: shared-prefix (cascade) attention at decode.
 
-Prefill/extend (and every non-decode mode: mixed chunks, speculative verify) is SGLang's own
-torch_native backend, inherited unchanged. At decode:
+Extend and mixed batches (prefill, possibly over a cached prefix) go through :mod:`.extend`
+(``CascadeConfig.extend``, on by default): only the new tokens are queried, over their cached
+prefix plus themselves (causal), and a prefix shared by several requests of the batch (the
+branches of a fork) is attended once for all of them and merged by log-sum-exp. SGLang's
+torch_native extend instead queries every cached position again. Every other mode (speculative
+verify, draft extends, encoder models, sliding-window layers) is torch_native's, unchanged.
+The extend path is pure torch (``sglang_pr.kernels.extend``) on every device: on a GPU the
+``kernel`` setting picks the decode kernels only. At decode:
 
 1. ``init_forward_metadata`` (once per batch) builds a :class:`~.plan.CascadePlan` from the
    batch's ``req_to_token`` rows: which requests share which KV spans, under the cost rule of
@@ -24,13 +30,16 @@ from dataclasses import dataclass, field
 
 import torch
 from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+from sglang.srt.layers.radix_attention import AttentionType
 from sglang.srt.mem_cache.memory_pool import KVWriteLoc
+from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
 from sglang_pr.internals import run_sdpa_forward_decode
 from sglang_pr.kernels import CascadeDecode, WorkList, resolve_impl
 from sglang_pr.runtime_defaults import NO_CUDA_GRAPH_FLAGS, flags_argv
 
 from .config import BACKEND_NAME, CascadeConfig
+from .extend import ExtendState, plan_extend
 from .plan import CascadePlan, build_plan
 
 logger = logging.getLogger(__name__)
@@ -48,6 +57,11 @@ class CascadeStats:
     max_levels: int = 0
     last_groups: list[int] = field(default_factory=list)  # level-0 group sizes, last batch
     group_sizes_seen: list[int] = field(default_factory=list)  # distinct level-0 group sizes
+    # Extend batches through the backend's own path (new tokens only); "grouped": those where
+    # a shared prefix was attended once for several requests.
+    extend_batches: int = 0
+    extend_grouped_batches: int = 0
+    extend_groups_seen: list[int] = field(default_factory=list)  # distinct level-0 group sizes
 
 
 @dataclass
@@ -77,6 +91,7 @@ class CascadeAttnBackend(TorchNativeAttnBackend):
         self.cfg = cfg
         self.stats = CascadeStats()
         self._state: _DecodeState | None = None
+        self._extend: ExtendState | None = None
         # The SWA pool translates slots per layer kind; grouping by raw slots would be wrong.
         self._off_reason = "sliding-window KV pool" if self.use_sliding_window_kv_pool else None
         logger.info(
@@ -95,6 +110,9 @@ class CascadeAttnBackend(TorchNativeAttnBackend):
     def init_forward_metadata(self, forward_batch):
         super().init_forward_metadata(forward_batch)
         self._state = None
+        self._extend = None
+        if self._takes_extend(forward_batch):
+            self._extend = self._plan_extend(forward_batch)
         if (
             self._off_reason is None
             and forward_batch.forward_mode.is_decode()
@@ -153,11 +171,64 @@ class CascadeAttnBackend(TorchNativeAttnBackend):
             st.max_levels = max(st.max_levels, plan.num_levels)
             st.last_groups = [len(s.rows) for s in plan.segments if s.level == 0]
             st.group_sizes_seen = sorted(set(st.group_sizes_seen) | set(st.last_groups))
+        self._write_stats()
+
+    def _write_stats(self) -> None:
         if self.cfg.stats_path:
+            st = self.stats
             tmp = f"{self.cfg.stats_path}.tmp{os.getpid()}"
             with open(tmp, "w") as f:
                 json.dump(st.__dict__, f)
             os.replace(tmp, self.cfg.stats_path)  # readers never see a half-written file
+
+    def _takes_extend(self, forward_batch) -> bool:
+        """Plain extend / mixed batches of a decoder-only model; not verify or draft modes."""
+        return (
+            self.cfg.extend
+            and self._off_reason is None
+            and forward_batch.forward_mode in (ForwardMode.EXTEND, ForwardMode.MIXED)
+            and forward_batch.encoder_lens is None
+            and forward_batch.extend_prefix_lens_cpu is not None
+            and forward_batch.extend_seq_lens_cpu is not None
+        )
+
+    def _plan_extend(self, forward_batch) -> ExtendState:
+        ext = plan_extend(
+            self.req_to_token_pool.req_to_token,
+            forward_batch.req_pool_indices,
+            list(forward_batch.extend_prefix_lens_cpu),
+            list(forward_batch.extend_seq_lens_cpu),
+            self.cfg,
+        )
+        st = self.stats
+        st.extend_batches += 1
+        st.extend_grouped_batches += bool(ext.plan.segments)
+        st.extend_groups_seen = sorted(set(st.extend_groups_seen) | set(ext.groups))
+        self._write_stats()
+        return ext
+
+    def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True, **kwargs):
+        ext = self._extend
+        if (
+            ext is None
+            or layer.is_cross_attention
+            or layer.attn_type == AttentionType.ENCODER_ONLY
+            or (layer.sliding_window_size is not None and layer.sliding_window_size > -1)
+        ):
+            return super().forward_extend(q, k, v, layer, forward_batch, save_kv_cache)
+        Hq = layer.tp_q_head_num
+        if save_kv_cache and k is not None and v is not None:
+            self.token_to_kv_pool.set_kv_buffer(
+                layer, KVWriteLoc(forward_batch.out_cache_loc, self.swa_out_cache_loc), k, v
+            )
+        q_ = q.reshape(-1, Hq, layer.qk_head_dim)  # [T, Hq, D]: the new tokens only
+        o = ext.kernel.run(
+            q_,
+            self.token_to_kv_pool.get_key_buffer(layer.layer_id),
+            self.token_to_kv_pool.get_value_buffer(layer.layer_id),
+            layer.scaling,
+        )  # [T, Hq, Dv] float32
+        return o.to(q.dtype).reshape(q_.shape[0], Hq * layer.v_head_dim)
 
     def forward_decode(self, q, k, v, layer, forward_batch, save_kv_cache=True, **kwargs):
         st = self._state

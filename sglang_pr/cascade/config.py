@@ -19,7 +19,7 @@ BACKEND_NAME = "cascade"
 
 
 class CascadeConfig(BaseModel):
-    """Cost rule and kernel choice for grouped decode.
+    """Cost rule and kernel choice for grouped decode (and extends over a cached prefix).
 
     Cost rule (applied per shared segment, every decode batch): a span of KV slots shared by a
     set of running requests is attended once for the whole set only if the set has at least
@@ -40,6 +40,12 @@ class CascadeConfig(BaseModel):
     )
     kernel: Literal["auto", "torch", "triton"] = Field(
         "auto", description="auto: Triton on CUDA, pure torch elsewhere"
+    )
+    extend: bool = Field(
+        True,
+        description="extends (prefill over a cached prefix) by the backend's own path: the new "
+        "tokens only, a shared prefix once per group; false = SGLang torch_native's extend, "
+        "which queries every cached position again",
     )
     stats_path: Optional[str] = Field(
         None, description="if set, the scheduler rewrites this JSON file with counters (tests)"

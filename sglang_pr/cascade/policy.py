@@ -6,9 +6,11 @@ Rule:
 * never with speculative decoding (``speculative_algorithm``): its target model verifies with
   extend batches, which cascade hands to torch_native anyway, so it would only add a plan step;
 * on a machine without a GPU, yes: SGLang's CPU path is torch_native, and cascade *is*
-  torch_native for prefill and for every decode batch without a qualifying fork group, so it
-  costs at most its per-batch plan (measured 0.4-1 ms of CPU for 16-64 running requests of
-  2k tokens) and reads each shared prefix once per group instead of once per branch;
+  torch_native for every decode batch without a qualifying fork group, so it costs at most its
+  per-batch plan (measured 0.4-1 ms of CPU for 16-64 running requests of 2k tokens) and reads
+  each shared prefix once per group instead of once per branch; its extend path computes
+  exactly torch_native's attention (a plain prefill makes the same SDPA call) but queries only
+  the new tokens, where torch_native queries every cached position again;
 * on a GPU, no (opt in with :func:`cascade_server_defaults`, which also turns CUDA graphs
   off with :data:`~sglang_pr.runtime_defaults.NO_CUDA_GRAPH_FLAGS`): SGLang's GPU backends
   (FlashInfer/FA3) with CUDA graphs are faster for ungrouped decode, the cascade plan is

@@ -81,6 +81,26 @@ class MiniDecodeWorld:
             seq_lens_sum=int(seq.sum()), seq_lens_cpu=seq,
         )
 
+    def extend_batch(self, rows: list[int], new: list[int]) -> ForwardBatch:
+        """Append ``new[i]`` tokens to row ``rows[i]`` in one extend batch (prefix = its length)."""
+        locs, prefix = [], [self.lens[r] for r in rows]
+        for r, e in zip(rows, new):
+            slots = self._slots(r, e)
+            self.req_pool.req_to_token[r, self.lens[r] : self.lens[r] + e] = torch.tensor(slots)
+            self.lens[r] += e
+            locs += slots
+        seq = torch.tensor([self.lens[r] for r in rows], dtype=torch.int64)
+        i32 = lambda x: torch.tensor(x, dtype=torch.int32, device=self.device)  # noqa: E731
+        return ForwardBatch(
+            forward_mode=ForwardMode.EXTEND, batch_size=len(rows),
+            input_ids=torch.zeros(sum(new), dtype=torch.int64),
+            req_pool_indices=torch.tensor(rows, dtype=torch.int64, device=self.device),
+            seq_lens=seq.to(self.device), seq_lens_cpu=seq, seq_lens_sum=int(seq.sum()),
+            out_cache_loc=torch.tensor(locs, dtype=torch.int64, device=self.device),
+            extend_prefix_lens=i32(prefix), extend_seq_lens=i32(new),
+            extend_prefix_lens_cpu=prefix, extend_seq_lens_cpu=list(new),
+        )
+
     def qkv(self, b: int):
         hq, hkv, d = self.shape
         mk = lambda *s: torch.randn(s, generator=self.gen).to(self.device)  # noqa: E731
@@ -99,6 +119,20 @@ def _compare(world: MiniDecodeWorld, casc: CascadeAttnBackend, rows: list[int]):
     assert o_c.shape == o_f.shape
     assert (o_c - o_f).abs().max().item() <= TOL
     return casc._state.plan if casc._state is not None else None
+
+
+def _compare_extend(world: MiniDecodeWorld, casc: CascadeAttnBackend, rows, new):
+    """One extend batch through both backends (each writes the same K/V to the pool)."""
+    flat = TorchNativeAttnBackend(world.runner)
+    fb = world.extend_batch(rows, new)
+    q, k, v = world.qkv(sum(new))
+    casc.init_forward_metadata(fb)
+    flat.init_forward_metadata(fb)
+    o_c = casc.forward(q, k, v, world.layer, fb)
+    o_f = flat.forward(q, k, v, world.layer, fb)
+    assert o_c.shape == o_f.shape
+    assert (o_c - o_f).abs().max().item() <= TOL
+    return casc._extend
 
 
 def _fork(world, n, prompt_len, gen_before=0):
@@ -193,6 +227,39 @@ def test_cuda_graph_capture_is_refused_with_a_clear_message():
     casc = CascadeAttnBackend(world.runner, CascadeConfig())
     with pytest.raises(RuntimeError, match="--cuda-graph-backend-decode disabled"):
         casc.init_cuda_graph_state(8, 8)
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+@pytest.mark.parametrize("hq,hkv", [(9, 3), (4, 4)])
+def test_extend_of_a_16_way_fork_over_a_cached_prompt(page_size, hq, hkv):
+    # The fork's first step: each branch extends one token over the cached prompt.
+    world = MiniDecodeWorld(hq=hq, hkv=hkv, page_size=page_size)
+    casc = CascadeAttnBackend(world.runner, CascadeConfig(min_prefix_tokens=32))
+    rows = _fork(world, 16, prompt_len=320)
+    ext = _compare_extend(world, casc, rows, [1] * 16)
+    assert ext is not None and ext.groups == [16]
+    assert casc.stats.extend_grouped_batches == 1
+    plan = _compare(world, casc, rows)  # decode then reads the K/V the extend wrote
+    assert [len(s.rows) for s in plan.segments] == [16]
+
+
+def test_extend_batch_with_ragged_prefixes_prefill_and_loners():
+    world = MiniDecodeWorld(page_size=4)
+    casc = CascadeAttnBackend(world.runner, CascadeConfig(min_prefix_tokens=16))
+    a = _fork(world, 4, prompt_len=100, gen_before=5)  # branches 105 tokens, 100 shared
+    loner = world.new_request(60)
+    fresh = world.new_request(0)  # prefix 0: a plain prefill
+    rows = a + [loner, fresh]
+    ext = _compare_extend(world, casc, rows, [1, 7, 1, 3, 5, 40])
+    assert ext.groups == [4] and ext.plan.suffix_start == [100] * 4 + [0, 0]
+    _compare_extend(world, casc, [fresh, a[0]], [1, 2])  # no group: every request alone
+
+
+def test_extend_path_off_is_torch_native():
+    world = MiniDecodeWorld(page_size=1)
+    casc = CascadeAttnBackend(world.runner, CascadeConfig(min_prefix_tokens=16, extend=False))
+    assert _compare_extend(world, casc, _fork(world, 4, prompt_len=64), [1] * 4) is None
+    assert casc.stats.extend_batches == 0
 
 
 @pytest.mark.gpu

@@ -16,8 +16,9 @@ def test_defaults_and_frozen():
 
 
 def test_env_json_is_parsed():
-    cfg = load_config({ENV_VAR: '{"min_prefix_tokens": 128, "kernel": "torch"}'})
-    assert cfg.min_prefix_tokens == 128 and cfg.kernel == "torch"
+    cfg = load_config({ENV_VAR: '{"min_prefix_tokens": 128, "kernel": "torch", "extend": false}'})
+    assert cfg.min_prefix_tokens == 128 and cfg.kernel == "torch" and cfg.extend is False
+    assert CascadeConfig().extend is True  # the backend's own extend path is on by default
 
 
 @pytest.mark.parametrize("raw,field", [
@@ -25,6 +26,7 @@ def test_env_json_is_parsed():
     ('{"min_group_size": 1}', "min_group_size"),
     ('{"min_prefix_tokens": 0}', "min_prefix_tokens"),
     ('{"kernel": "cuda"}', "kernel"),
+    ('{"extend": "maybe"}', "extend"),
 ])
 def test_bad_fields_are_named(raw, field):
     with pytest.raises(ValueError, match=field):

@@ -1,8 +1,9 @@
-"""End to end through SGLang's server: cascade decode gives what flat torch_native gives.
+"""End to end through SGLang's server: cascade decode and extend give what torch_native gives.
 
 Two servers with the shipped model: ``--attention-backend cascade`` (a low ``min_prefix_tokens``
 so the task's short prompts form groups) and ``--attention-backend torch_native``. The cascade
-server's stats file proves grouping really happened, so output equality is not vacuous.
+server's stats file proves grouping really happened (at decode, and for the branches' extends
+over the cached prompt), so output equality is not vacuous.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def test_16_way_fork_greedy_outputs_identical(servers, stats_path):
     stats = _stats(stats_path)
     assert stats["cascade_batches"] - before >= 10  # most of the 24 steps were grouped
     assert 16 in stats["group_sizes_seen"]
+    # The branches' one-token extends of the cached prompt went through the backend's own
+    # extend path, the prompt attended once for several of them (SGLang batches the n copies).
+    assert stats["extend_grouped_batches"] >= 1 and max(stats["extend_groups_seen"]) >= 2
 
 
 def test_group_shrinking_mid_decode_with_distinct_branches(servers, stats_path):
@@ -78,14 +82,18 @@ def test_group_shrinking_mid_decode_with_distinct_branches(servers, stats_path):
     prompt = task.heldout_set(2)[1].prompt
     for url in servers:  # put the shared prompt in each radix cache first
         _generate(url, {"text": prompt, "sampling_params": _greedy(1)})
-    payload = {"text": [prompt + str(i % 10) for i in range(12)],
+    payload = {"text": [prompt + str(i % 10) * 2 for i in range(12)],
                "sampling_params": [_greedy(4 + 2 * i) for i in range(12)],
                "return_logprob": True}
-    before = set(_stats(stats_path).get("group_sizes_seen", []))
+    before = _stats(stats_path)
     casc, flat = _generate(casc_url, payload), _generate(flat_url, payload)
     _assert_same(casc, flat)
-    seen = set(_stats(stats_path)["group_sizes_seen"]) - before
+    after = _stats(stats_path)
+    seen = set(after["group_sizes_seen"]) - set(before.get("group_sizes_seen", []))
     assert len(seen) >= 3, seen  # the group was attended at several sizes as it shrank
+    # Two-token extends (the hint) over the shared cached prompt: the
+    # causal own part merged with the shared prefix, still the same greedy text as torch_native.
+    assert after["extend_grouped_batches"] > before.get("extend_grouped_batches", 0)
 
 
 def test_mixed_batch_of_fork_and_unrelated_requests(servers, stats_path):
