@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sglang_pr.cli.demo",
     "sglang_pr.cli.medusa",
     "sglang_pr.cli.models",
+    "sglang_pr.cli.cluster",
 )
 
 

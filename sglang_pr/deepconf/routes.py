@@ -161,9 +161,15 @@ def tokenizer_manager():
 
 
 def _rejected_field(e: BranchRejected, prompt: dict) -> str:
+    if e.field.startswith("deepconf."):  # the group's own settings (e.g. over KV capacity)
+        return e.field
     if e.field == "prompt":
         return "text" if "text" in prompt else "input_ids"
     return f"sampling_params.{e.field}" if e.field else "sampling_params"
+
+
+def _rejected_message(e: BranchRejected, field: str) -> str:
+    return str(e) if str(e).startswith(field + ":") else f"{field}: {e}"
 
 
 @router.post(PATH, openapi_extra=_OPENAPI, summary="Run a DeepConf / self-consistency group")
@@ -180,7 +186,7 @@ async def deepconf_group(request: Request):
         check_group_request(prompt, prompt["sampling_params"], cfg.k, tm)
     except ConfigError as e:
         return bad_request(str(e), e.field)
-    backend = TokenizerManagerBackend(tm, prompt, request)
+    backend = TokenizerManagerBackend(tm, prompt, request, config=cfg)
     if req.stream:
         return StreamingResponse(_stream(cfg, backend, bool(req.return_confidences)),
                                  media_type="text/event-stream")
@@ -191,7 +197,7 @@ async def deepconf_group(request: Request):
         return JSONResponse(status_code=499, content={"error": {"message": "client disconnected"}})
     except BranchRejected as e:  # SGLang refused the branches (e.g. over the context length)
         field = _rejected_field(e, prompt)
-        return bad_request(f"{field}: {e}", field)
+        return bad_request(_rejected_message(e, field), field)
     except ValueError as e:
         return bad_request(f"sampling_params: {e}", "sampling_params")
     return _json(result.to_dict())
@@ -227,7 +233,7 @@ async def _stream(cfg: DeepConfConfig, backend: TokenizerManagerBackend, return_
             await queue.put({"event": "done", "result": result.to_dict()})
         except BranchRejected as e:
             field = _rejected_field(e, backend.prompt)
-            await queue.put({"event": "error", "error": {"message": f"{field}: {e}",
+            await queue.put({"event": "error", "error": {"message": _rejected_message(e, field),
                                                          "field": field}})
         except ValueError as e:
             await queue.put({"event": "error", "error": {"message": str(e)}})

@@ -16,6 +16,9 @@ Before a group starts, :func:`check_group_request` checks what the served model 
 ids and ``k`` within the vocabulary, SGLang's own ``SamplingParams`` rules), so a bad group is
 one 400 naming the field instead of N branches that each fail (a 200 with empty traces), and
 token ids outside the vocabulary never reach the model (they crash SGLang's scheduler).
+Just before the prefill, :func:`check_group_capacity` refuses a group whose branches running
+at once could not fit in one rank's KV pool (a group never spans ranks or workers): SGLang would
+otherwise retract running branches, this group's and other groups', over and over.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ import re
 import uuid
 from typing import Any, Awaitable, Optional, TypeVar
 
-from sglang_pr.deepconf.config import CUSTOM_PARAMS_KEY, ConfigError, TraceSettings
+from sglang_pr.deepconf.config import (
+    CUSTOM_PARAMS_KEY,
+    ConfigError,
+    DeepConfConfig,
+    TraceSettings,
+    parse_config,
+)
 from sglang_pr.server.dp import GROUP_RID_PREFIX, branch_running, choose_rank
 
 T = TypeVar("T")
@@ -144,11 +153,46 @@ def check_group_request(prompt: dict, sp: dict, k: int, tokenizer_manager) -> No
     check_sampling_params({**sp, "custom_params": rest or None}, tokenizer_manager)
 
 
+def kv_capacity() -> Optional[int]:
+    """Tokens one rank's KV pool holds (the scheduler's ``max_total_num_tokens``, reported to
+    the main process at start-up; under DP every rank has the same pool); None if unknown."""
+    try:
+        from sglang.srt.entrypoints.http_server import get_global_state
+
+        return int(get_global_state().scheduler_info["max_total_num_tokens"])
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def check_group_capacity(cfg: DeepConfConfig, prompt_tokens: int,
+                         max_new_tokens: Optional[int], capacity: Optional[int]) -> None:
+    """A group holds the prompt once plus up to ``min(budget, width)`` branches' own tokens at
+    once, all on one rank; more than the rank's KV pool is refused (BranchRejected naming the
+    field that sets how many run at once). Unknown sizes (no token limit: the branches may run
+    to the context length) are left to SGLang."""
+    if capacity is None or max_new_tokens is None:
+        return
+    at_once = min(cfg.budget, cfg.width)
+    need = at_once * int(max_new_tokens) + int(prompt_tokens)
+    if need <= capacity:
+        return
+    field = "deepconf.width" if cfg.width < cfg.budget else "deepconf.budget"
+    # worded without SGLang's parameter names: the OpenAI route reads the field from those
+    raise BranchRejected(
+        f"{field}: {at_once} traces at once x {max_new_tokens} new tokens + {prompt_tokens} "
+        f"prompt tokens = {need} KV tokens, more than one worker's KV pool holds ({capacity} "
+        "tokens, --max-total-tokens); lower deepconf.budget or deepconf.width, or the "
+        "token limit", field)
+
+
 class TokenizerManagerBackend:
-    """TraceBackend over an in-process TokenizerManager."""
+    """TraceBackend over an in-process TokenizerManager. ``config``: the group's settings, for
+    the capacity check before the prefill (read from the request's ``deepconf`` body field
+    when not given)."""
 
     def __init__(self, tokenizer_manager, prompt: dict[str, Any], request=None,
-                 group_id: Optional[str] = None):
+                 group_id: Optional[str] = None, config: Optional[DeepConfConfig] = None):
+        self.config = config
         self.tm = tokenizer_manager
         # {"text": str} or {"input_ids": [int]}, plus "sampling_params" without the keys the
         # group owns (a neutral n=None would even fail SGLang's own parallel-sampling check)
@@ -182,7 +226,35 @@ class TokenizerManagerBackend:
             # context): every branch would be, so the whole group is a bad request.
             raise BranchRejected(str(e), sglang_error_field(str(e))) from None
 
+    async def _group_config(self) -> Optional[DeepConfConfig]:
+        if self.config is not None or self.request is None:
+            return self.config
+        try:  # the OpenAI routes: the body Starlette already parsed (and cached)
+            raw = (await self.request.json()).get("deepconf")
+            return None if raw is None else parse_config(raw)
+        except (ValueError, AttributeError, ConfigError):
+            return None
+
+    def _prompt_tokens(self) -> int:
+        if "input_ids" in self.prompt:
+            return len(self.prompt["input_ids"])
+        return len(self.tm.tokenizer.encode(self.prompt["text"]))
+
+    async def check_capacity(self) -> None:
+        """:func:`check_group_capacity` for this group (BranchRejected), before any KV is used."""
+        cfg = await self._group_config()
+        if cfg is None:
+            return
+        from sglang.srt.sampling.sampling_params import SamplingParams
+
+        sp = self.prompt.get("sampling_params") or {}
+        # absent: SGLang's default; present but None: up to the context length (unknown)
+        max_new = sp["max_new_tokens"] if "max_new_tokens" in sp \
+            else SamplingParams().max_new_tokens
+        check_group_capacity(cfg, self._prompt_tokens(), max_new, kv_capacity())
+
     async def prefill(self) -> dict:
+        await self.check_capacity()
         sp = dict(self.prompt.get("sampling_params") or {})
         sp["max_new_tokens"] = 0
         sp.pop("custom_params", None)

@@ -40,7 +40,19 @@ def _add_kv_state(result, controller, state: dict) -> None:
         "total_req_slots": int(s.req_to_token_pool.size + s.req_to_token_pool.pre_alloc_size),
         "leak_warnings": int(getattr(checker, "count_memory_leak_warnings", 0))
         + int(getattr(checker, "count_req_pool_leak_warnings", 0)),
+        **_prefix_cache_counts(s),
     }
+
+
+def _prefix_cache_counts(scheduler) -> dict:
+    """Prefill tokens served from the radix cache, SGLang's own count: the window behind its
+    ``cache_hit_rate`` (``/v1/loads``), which keeps the last
+    ``SGLANG_CACHE_HIT_RATE_WINDOW_SECONDS`` (15 s by default; a benchmark sets it longer than
+    its run so the counts are cumulative). Trimmed only when a prefill adds to it, and only
+    kept with ``--enable-metrics`` (both counts stay 0 without it)."""
+    window = getattr(getattr(scheduler, "metrics_reporter", None), "cache_hit_rate_window", None)
+    return {"prefix_hit_tokens": int(getattr(window, "hit_tokens", 0)),
+            "prefix_prefill_tokens": int(getattr(window, "total_tokens", 0))}
 
 
 def _dp_rank() -> int:
@@ -53,14 +65,14 @@ def _dp_rank() -> int:
 # Counts that add up across ranks; everything else in a block is per rank.
 SUMMED = ("total_tokens", "available_tokens", "evictable_tokens", "protected_tokens",
           "running_requests", "waiting_requests", "free_req_slots", "total_req_slots",
-          "leak_warnings")
+          "leak_warnings", "prefix_hit_tokens", "prefix_prefill_tokens")
 
 
 def combine(blocks: list[dict]) -> dict:
     """One state for a server: the counts summed over its ranks, the blocks under ``ranks``
     (ordered by ``dp_rank``). With one rank the sums are that rank's own numbers."""
     ranks = sorted(blocks, key=lambda b: b.get("dp_rank", 0))
-    return {**{k: sum(int(b[k]) for b in ranks) for k in SUMMED}, "ranks": ranks}
+    return {**{k: sum(int(b.get(k, 0)) for b in ranks) for k in SUMMED}, "ranks": ranks}
 
 
 async def kv_by_rank(tokenizer_manager) -> dict:

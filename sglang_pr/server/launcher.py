@@ -56,10 +56,13 @@ def free_port_in(ports: range, host: str = "127.0.0.1") -> int:
 
 
 class ServerHandle:
-    """A running ``sglang-pr serve`` process; a context manager that stops it on exit."""
+    """A running server process (``sglang-pr serve``, or what ``module`` ran); a context
+    manager that stops it on exit."""
 
-    def __init__(self, proc: subprocess.Popen, base_url: str, log_path: Path, argv: list[str]):
+    def __init__(self, proc: subprocess.Popen, base_url: str, log_path: Path, argv: list[str],
+                 name: str = "sglang-pr serve"):
         self.proc, self.base_url, self.log_path, self.argv = proc, base_url, log_path, argv
+        self.name = name  # what the messages call it (the module it runs)
 
     def __enter__(self) -> "ServerHandle":
         return self
@@ -166,8 +169,9 @@ def _restore_handlers() -> None:
 
 @atexit.register
 def _stop_all() -> None:
-    """At interpreter exit (normal end, an uncaught exception, SystemExit from a signal)."""
-    for handle in list(_RUNNING):
+    """At interpreter exit (normal end, an uncaught exception, SystemExit from a signal).
+    Newest first: a router goes before the workers it sends requests to."""
+    for handle in reversed(list(_RUNNING)):
         handle.stop()
 
 
@@ -199,9 +203,29 @@ def launch(
 
     ``env`` entries are added to this process's environment (e.g. ``SGLANG_PLUGINS``).
     ``module``: what ``python -P -m`` runs; ``("sglang.launch_server",)`` starts SGLang's own
-    launcher with exactly the given flags (no sglang-pr defaults).
+    launcher with exactly the given flags (no sglang-pr defaults), ``("smg.launch_router",)``
+    SGLang's gateway.
     Raises ServerStartError (with the log tail) if the process exits or times out.
     """
+    handle = start(model_path, extra_args, port, env, log_path, module)
+    try:
+        wait_healthy(handle, timeout_s)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+def start(
+    model_path: str | Path | None = None,
+    extra_args: Sequence[str] = (),
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    log_path: str | Path | None = None,
+    module: Sequence[str] = ("sglang_pr.cli", "serve"),
+) -> ServerHandle:
+    """:func:`launch` without the wait: the process is started and tracked (stopped on any
+    exit), so several servers can start at once and be waited for together."""
     port = port or free_port()
     argv = ["--port", str(port), *extra_args]
     if model_path is not None:
@@ -222,22 +246,23 @@ def launch(
         start_new_session=True,  # own process group: stop() reaches every SGLang child
     )
     log.close()
-    handle = ServerHandle(proc, f"http://127.0.0.1:{port}", log_path, argv)
+    handle = ServerHandle(proc, f"http://127.0.0.1:{port}", log_path, argv,
+                          name=_display_name(module))
     _track(handle)
-    try:
-        _wait_healthy(handle, timeout_s)
-    except BaseException:
-        handle.stop()
-        raise
     return handle
 
 
-def _wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
+def _display_name(module: Sequence[str]) -> str:
+    return "sglang-pr serve" if tuple(module) == ("sglang_pr.cli", "serve") else " ".join(module)
+
+
+def wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
+    """Until ``GET /health`` answers 200; ServerStartError (log tail) if it dies or times out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not handle.alive:
             raise ServerStartError(
-                f"sglang-pr serve exited with status {handle.proc.returncode}; "
+                f"{handle.name} exited with status {handle.proc.returncode}; "
                 f"log {handle.log_path}:\n{handle.log_tail()}"
             )
         try:
@@ -247,7 +272,7 @@ def _wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
             pass
         time.sleep(HEALTH_POLL_S)
     raise ServerStartError(
-        f"sglang-pr serve not healthy after {timeout_s:.0f} s; log {handle.log_path}:\n"
+        f"{handle.name} not healthy after {timeout_s:.0f} s; log {handle.log_path}:\n"
         f"{handle.log_tail()}"
     )
 

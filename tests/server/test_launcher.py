@@ -132,3 +132,20 @@ def test_handlers_are_ours_only_while_a_server_runs():
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["[False,", "True,", "True,", "True,", "False]", "True", "True"]
+
+
+def test_start_then_wait_names_the_module_that_died(tmp_path):
+    """start() does not wait (several servers can come up at once); wait_healthy() reports a
+    process that exits by the module it ran, with its log."""
+    import pytest
+
+    from sglang_pr.server.launcher import ServerStartError, start, wait_healthy
+
+    handle = start(module=("sglang_pr.no_such_module",), log_path=tmp_path / "x.log")
+    try:
+        with pytest.raises(ServerStartError, match=r"^sglang_pr\.no_such_module exited with "
+                                                   r"status 1; log .*x\.log"):
+            wait_healthy(handle, timeout_s=60)
+    finally:
+        handle.stop()
+    assert not handle.alive
