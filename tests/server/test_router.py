@@ -167,6 +167,27 @@ def test_frontend_fork_and_vote_through_the_router(cluster):
     assert len(res["answers"]) == 4 and s["answer"] == (res["answer"] or "")
 
 
+@pytest.mark.server
+@pytest.mark.slow
+def test_frontend_deepconf_group_falls_back_to_the_openai_route(cluster):
+    """smg 404s the group route; deepconf_group then sends the group as one /v1/completions."""
+    sgl = pytest.importorskip("sglang")
+    from sglang_pr.frontends import deepconf_group
+
+    @sgl.function
+    def online(s, prompt):
+        s += prompt
+        s += deepconf_group(s, "answer", sampling_params={"max_new_tokens": 8,
+                                                          "sampling_seed": 5}, **SMALL)
+
+    before = _snapshot(cluster)
+    s = online.run(prompt="Q: 4+4\nA:", backend=sgl.RuntimeEndpoint(cluster.url))
+    assert s.error() is None, s.error()
+    res = s["answer_group"]
+    assert res["totals"]["traces_started"] == 3 and s["answer"] == (res["answer"] or "")
+    assert sum(1 for g in _new_groups(cluster, before) if g) == 1  # whole, on one worker
+
+
 def _wait(pred, timeout_s: float, poll_s: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
