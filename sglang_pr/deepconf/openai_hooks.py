@@ -167,7 +167,7 @@ async def _group_backend(serving, request, raw_request, body: dict):
     except ConfigError as e:
         raise _rename(e, serving) from None
     backend = TokenizerManagerBackend(
-        serving.tokenizer_manager, {**prompt, "sampling_params": sp}, raw_request)
+        serving.tokenizer_manager, {**prompt, "sampling_params": sp}, raw_request, config=cfg)
     return cfg, backend
 
 
@@ -188,6 +188,8 @@ async def _around_handle_request(original, serving, request, raw_request, *args,
         return serving.create_error_response("client disconnected", err_type="ClientClosed",
                                              status_code=499)
     except BranchRejected as e:  # SGLang refused the branches (e.g. over the context length)
+        if e.field.startswith("deepconf."):  # our own refusal (capacity): the field is named
+            return serving.create_error_response(str(e), param=e.field)
         err = _sglang_error(str(e), serving, default=None)
         return serving.create_error_response(str(err), param=err.field or None)
     except ValueError as e:

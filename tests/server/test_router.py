@@ -238,6 +238,7 @@ def test_group_over_a_workers_capacity_is_400_through_the_router(cluster, client
         client.completions.create(model=cluster.model_id, prompt="Q: 1\nA:", max_tokens=600,
                                   extra_body={"deepconf": {"method": "sc", "budget": 8}})
     assert str(e.value.body["message"]).startswith("deepconf.budget:"), e.value.body
+    assert e.value.body["param"] == "deepconf.budget"
     for url in cluster.worker_urls:
         assert wait_idle_and_clean(url, timeout_s=10)["running_requests"] == 0
 
