@@ -1,41 +1,72 @@
-"""Quality of the shipped tiny reasoner, measured THROUGH the SGLang server.
+"""Model quality measured THROUGH the SGLang server, per model, on a question set.
 
-    python benchmarks/model_quality.py [--n-questions 200] [--samples 32] [--model DIR]
+    python benchmarks/model_quality.py                      # the shipped model, its own task
+    python benchmarks/model_quality.py --model-path smollm2-135m --n-questions 100 --samples 16
+    python benchmarks/model_quality.py --model-path DIR --dataset FILE.jsonl --extractor boxed
 
-Starts ``sglang-pr serve`` (port 30100-30199), sends each held-out question once to POST
-/generate with ``n`` samples at temperature 1.0 (top_p 1, top_k off, max 160 new tokens, top-20
-logprobs for DeepConf's token confidence), many questions concurrently, and scores the returned
-completions with the same code as the transformers evaluation (``sglang_pr.model.evaluate``).
-It also decodes every question greedily on the server and on transformers and counts exact
-token-for-token agreement (what Medusa's "identical to greedy" guarantee is checked against).
+Starts ``sglang-pr serve`` (port 30100-30199) with ``--model-path`` (a name such as
+``smollm2-135m``, materialised on first use, or a folder) and sends each question once to POST
+/generate with ``n`` samples, many questions concurrently.
 
-Writes benchmarks/results/model_quality.json (pass_at_1, majority_at_32, mean_trace_tokens,
-n_questions, machine, versions, date, command, plus per-step-count accuracy, confidence gap and
-greedy agreement) and model_quality.png (accuracy by number of steps).
+* Shipped model, no ``--dataset`` (the recorded top-level keys): held-out questions of its own
+  task (``sglang_pr.model.task``) at temperature 1.0, 32 samples, max 160 new tokens, top-20
+  logprobs for DeepConf's token confidence, scored with the transformers evaluation's code
+  (``sglang_pr.model.evaluate``); every question is also decoded greedily on the server and on
+  transformers and the exact token-for-token agreement counted (Medusa's "identical to greedy"
+  guarantee is checked against it).
+* Any model with ``--dataset FILE.jsonl`` (default for a model other than the shipped one: the
+  held-out split of the shipped plain-language set, ``sglang_pr/assets/datasets/``): the
+  model's chat template is applied when it has one (``sglang_pr.data.prompts``), answers are
+  taken by ``--extractor`` (``boxed | last_number | regex | task``, ``--answer-regex`` for
+  regex), and every trace carries DeepConf's lowest-group confidence (window 16) from the
+  server's own tracking (``custom_params.deepconf``), scored by ``sglang_pr.data.scoring``:
+  pass@1, majority@N, AUROC of right vs wrong traces across questions and within a question.
+
+Writes benchmarks/results/model_quality.json: the shipped model's keys at the top level
+(pass_at_1, majority_at_32, by_steps, confidence, greedy_agreement, machine, versions, date,
+command, ...) and a ``models`` list, one entry per model with the same keys (ENTRY_KEYS); a run
+replaces its model's entry and keeps everything else. Also model_quality.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import requests
 import torch
 from tqdm import tqdm
 
 from sglang_pr.benchmark_meta import run_metadata
+from sglang_pr.data import ARITH_WORDS_HELDOUT, DatasetError, Question, load_dataset
+from sglang_pr.data.prompts import format_prompts
+from sglang_pr.data.scoring import score_samples
 from sglang_pr.deepconf.config import SAMPLING, DeepConfConfig
+from sglang_pr.deepconf.extract import get_extractor, task_answer
+from sglang_pr.deepconf.summary import summarize
 from sglang_pr.model import SHIPPED_MODEL_DIR, evaluate, task, tokenizer
 from sglang_pr.model.evaluate import Trace
+from sglang_pr.models import MODELS, ModelError, resolve_model_path
 from sglang_pr.optional import require_or_exit
 from sglang_pr.server.launcher import free_port_in, launch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = range(30100, 30200)  # this benchmark's port range (shared machine: stay inside it)
+SHIPPED_NAME = "tiny-reasoner"
+EXTRACTORS = ("boxed", "last_number", "regex", "task")
+# The keys every ``models`` entry has (None where a run could not measure one).
+ENTRY_KEYS = ("model", "dataset", "extractor", "n_questions", "samples", "temperature",
+              "max_new_tokens", "pass_at_1", "majority_at_n", "auroc_within", "auroc_across",
+              "confidence", "mean_trace_tokens", "truncated_share", "sampling_wall_s", "date",
+              "command")
+# The issue's bar for a dataset a model "partly solves" (where voting has room to help).
+DATASET_BAR = {"pass_at_1": [0.2, 0.6], "majority_minus_pass_at_1": 0.10}
 
 
 @dataclass(frozen=True)
@@ -55,6 +86,31 @@ class BenchConfig:
     # the 2-core dev box at load ~10, 25-60 tok/s with 2 threads vs ~2000 tok/s with 1.
     # Greedy output stayed identical to transformers (200/200), so only speed changes.
     server_threads: int = 1
+    seed: int = 0  # the server's --random-seed
+    # Sampling time budget (s; 0: none): no question starts after it, so a run on a busy box
+    # scores as many questions (a prefix of the file) as fit. Dataset runs only.
+    max_sampling_s: float = 0.0
+
+
+# Defaults of a --dataset run (a chat model on plain-language questions): the setting the
+# dataset was measured at (benchmarks/smollm2_dataset_check.py). Traces are ~70 tokens.
+DATASET_CONFIG = BenchConfig(n_questions=100, samples=16, temperature=0.7, concurrency=6,
+                             windows=(16,))
+# KV pool of a --dataset run: `concurrency` x `samples` sequences of prompt + max_new_tokens fit
+# (SmolLM2 holds 46 KB per token in float32, so the server's 131072 default would be 6 GB).
+DATASET_MAX_TOTAL_TOKENS = 32768
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures, from the command line (see :func:`plan_from_args`)."""
+
+    model: str  # the name in the results (a known name, else the folder as given)
+    model_dir: Path
+    dataset: Optional[Path]  # None: the shipped model's own task
+    extractor: str
+    answer_regex: Optional[str]
+    cfg: BenchConfig
 
 
 def post_generate(base_url: str, payload: dict, timeout_s: float) -> list[dict]:
@@ -119,32 +175,50 @@ def greedy_agreement(base_url: str, model_dir: Path, problems: list[task.Problem
     }
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = sorted(result["by_steps"], key=int)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, label in (("pass_at_1", "pass@1"), ("majority", f"majority@{result['n_samples']}")):
-        ax.plot([int(s) for s in steps], [result["by_steps"][s][key] for s in steps], marker="o", label=label)
-    ax.set_xlabel("operations in the question")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(
-        f"tiny-reasoner via SGLang: pass@1 {result['pass_at_1']:.3f}, "
-        f"maj@{result['n_samples']} {result['majority_at_32']:.3f}",
-        fontsize=9,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+class UsageError(ValueError):
+    """A flag combination this benchmark cannot run; one line, exit 2."""
 
 
-def run(cfg: BenchConfig, model_dir: Path) -> dict:
+def _positive(name: str, value, minimum=1):
+    if value is not None and value < minimum:
+        raise UsageError(f"--{name.replace('_', '-')}: must be >= {minimum}, got {value}")
+    return value
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """The run the flags ask for, checked before any server starts: a bad model name or
+    folder (ModelError), a bad dataset line (DatasetError) or a bad flag (UsageError)."""
+    model_dir = resolve_model_path(args.model_path)
+    shipped = model_dir.resolve() == SHIPPED_MODEL_DIR.resolve()
+    model = SHIPPED_NAME if shipped else (args.model_path if args.model_path in MODELS
+                                          else str(model_dir))
+    dataset = args.dataset if args.dataset is not None or shipped else ARITH_WORDS_HELDOUT
+    extractor = args.extractor or ("task" if dataset is None else "last_number")
+    if dataset is None and extractor != "task":
+        raise UsageError(f"--extractor {extractor}: the shipped task is scored in its own "
+                         f"format; pass --dataset FILE.jsonl to choose an extractor")
+    if (extractor == "regex") != (args.answer_regex is not None):
+        raise UsageError("--answer-regex goes with --extractor regex, and only with it")
+    try:
+        get_extractor(extractor, args.answer_regex)
+    except Exception as e:  # a bad pattern: re.error / regex.error, or a ValueError
+        raise UsageError(f"--answer-regex {args.answer_regex!r}: {e}") from None
+    for name in ("n_questions", "samples", "max_new_tokens", "concurrency"):
+        _positive(name, getattr(args, name))
+    _positive("temperature", args.temperature, minimum=0.0)
+    _positive("max_sampling_s", args.max_sampling_s, minimum=0.0)
+    overrides = {k: getattr(args, k) for k in ("n_questions", "samples", "temperature",
+                                                "max_new_tokens", "concurrency", "seed",
+                                                "max_sampling_s")
+                 if getattr(args, k) is not None}
+    cfg = replace(BenchConfig() if dataset is None else DATASET_CONFIG, **overrides)
+    if dataset is not None:
+        load_dataset(dataset)  # every line checked now, not after the server started
+    return Plan(model, model_dir, dataset, extractor, args.answer_regex, cfg)
+
+
+def run_task(cfg: BenchConfig, model_dir: Path) -> dict:
+    """The shipped model on its own task (the top-level keys of the result file)."""
     problems = task.heldout_set(cfg.n_questions)
     port = free_port_in(PORTS)
     env = {"OMP_NUM_THREADS": str(cfg.server_threads)}
@@ -154,41 +228,243 @@ def run(cfg: BenchConfig, model_dir: Path) -> dict:
         sample_s = time.time() - start
         greedy = greedy_agreement(server.base_url, model_dir, problems, cfg)
     result = evaluate.score(problems, [[t.text for t in ts] for ts in traces], [[len(t.token_ids) for t in ts] for ts in traces])
-    result["majority_at_32" if cfg.samples == 32 else f"majority_at_{cfg.samples}"] = result.pop("majority_at_n")
+    result[f"majority_at_{cfg.samples}"] = result.pop("majority_at_n")
     result["unfinished_traces"] = sum(not t.finished for ts in traces for t in ts)
     result["confidence"] = [evaluate.confidence_gap(problems, traces, w) for w in cfg.windows]
+    within = score_samples([str(p.answer) for p in problems],
+                           [[task_answer(t.text) for t in ts] for ts in traces],
+                           [[summarize(t.confs, 16).lowest_group for t in ts]
+                            for ts in traces])
+    result["auroc_within_w16"] = within["auroc_within"]
     result["greedy_agreement"] = greedy
     n_tokens = sum(len(t.token_ids) for ts in traces for t in ts)
     result["sampling"] = {"wall_s": round(sample_s, 1), "generated_tokens": n_tokens, "tokens_per_s": round(n_tokens / sample_s, 1)}
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Shipped-model quality through the SGLang server.")
-    ap.add_argument("--model", type=Path, default=SHIPPED_MODEL_DIR)
-    ap.add_argument("--n-questions", type=int, default=BenchConfig.n_questions)
-    ap.add_argument("--samples", type=int, default=BenchConfig.samples)
-    ap.add_argument("--concurrency", type=int, default=BenchConfig.concurrency)
+def sample_dataset(base_url: str, prompts: list[str], cfg: BenchConfig) -> list[list[dict]]:
+    """``cfg.samples`` completions per prompt, each {"text", "tokens", "finish", "confidence"}
+    (DeepConf's lowest-group confidence at window ``cfg.windows[0]``, tracked by the server)."""
+    params = {"temperature": cfg.temperature, "top_p": 1.0, "top_k": -1, "min_p": 0.0,
+              "n": cfg.samples, "max_new_tokens": cfg.max_new_tokens,
+              # No threshold: track every trace's confidence, stop none early.
+              "custom_params": {"deepconf": {"k": cfg.top_logprobs, "window": cfg.windows[0]}}}
+
+    def one(prompt: str) -> list[dict]:
+        outs = post_generate(base_url, {"text": prompt, "sampling_params": params},
+                             cfg.request_timeout_s)
+        if len(outs) != cfg.samples:
+            raise RuntimeError(f"asked for {cfg.samples} samples, got {len(outs)}")
+        return [{"text": o["text"], "tokens": o["meta_info"]["completion_tokens"],
+                 "finish": o["meta_info"]["finish_reason"]["type"],
+                 "confidence": (o["meta_info"].get("deepconf") or {}).get("lowest_group")}
+                for o in outs]
+
+    return _in_order_until(one, prompts, cfg)
+
+
+def _in_order_until(one, prompts: list[str], cfg: BenchConfig) -> list[list[dict]]:
+    """``one(prompt)`` for the prompts, ``cfg.concurrency`` at a time, in order; once
+    ``cfg.max_sampling_s`` has passed no new question starts, and the answers are those of the
+    questions that were started (a prefix of the file, so runs stay comparable)."""
+    deadline = time.time() + cfg.max_sampling_s if cfg.max_sampling_s else None
+    with ThreadPoolExecutor(cfg.concurrency) as pool:
+        futures = [pool.submit(one, p) for p in prompts]
+        for i, f in enumerate(tqdm(futures, desc="questions", file=sys.stderr)):
+            left = None if deadline is None else max(0.0, deadline - time.time())
+            if not wait([f], timeout=left).done:
+                for g in futures[i:]:
+                    g.cancel()  # not yet started: skipped; running ones finish
+        return [f.result() for f in futures if not f.cancelled()]
+
+
+def score_dataset(plan: Plan, questions: list[Question], outputs: list[list[dict]]) -> dict:
+    """The entry's scores: ``score_samples`` overall and per question kind, trace lengths."""
+    extract = get_extractor(plan.extractor, plan.answer_regex)
+    answers = [[extract(o["text"]) for o in outs] for outs in outputs]
+    confs = [[o["confidence"] for o in outs] for outs in outputs]
+    result = score_samples([q.answer for q in questions], answers, confs)
+    kinds: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        kinds.setdefault(str(q.extra.get("kind", "?")), []).append(i)
+    if len(kinds) > 1:
+        result["by_kind"] = {k: score_samples([questions[i].answer for i in idx],
+                                              [answers[i] for i in idx])
+                             for k, idx in sorted(kinds.items())}
+    flat = [o for outs in outputs for o in outs]
+    result["mean_trace_tokens"] = round(sum(o["tokens"] for o in flat) / len(flat), 1)
+    result["truncated_share"] = round(sum(o["finish"] == "length" for o in flat) / len(flat), 4)
+    result["traces_without_confidence"] = sum(o["confidence"] is None for o in flat)
+    gap = result["majority_at_n"] - result["pass_at_1"]
+    result["majority_minus_pass_at_1"] = round(gap, 4)
+    lo, hi = DATASET_BAR["pass_at_1"]
+    result["meets_dataset_bar"] = (lo <= result["pass_at_1"] <= hi
+                                   and gap >= DATASET_BAR["majority_minus_pass_at_1"] - 1e-9)
+    return result
+
+
+def _repo_relative(path: Path) -> str:
+    root, path = Path(__file__).resolve().parent.parent, Path(path).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def run_dataset(plan: Plan) -> dict:
+    """One ``models`` entry: the model on ``plan.dataset`` (the first n_questions lines)."""
+    cfg = plan.cfg
+    questions = load_dataset(plan.dataset)[: cfg.n_questions]
+    prompts = format_prompts(plan.model_dir, [q.question for q in questions])
+    env = {"OMP_NUM_THREADS": str(cfg.server_threads)}
+    extra = ["--random-seed", str(cfg.seed), "--max-total-tokens", str(DATASET_MAX_TOTAL_TOKENS)]
+    with launch(model_path=plan.model_dir, port=free_port_in(PORTS), env=env, extra_args=extra,
+                timeout_s=cfg.server_start_timeout_s) as server:
+        start = time.time()
+        outputs = sample_dataset(server.base_url, prompts, cfg)
+        wall_s = time.time() - start
+    questions = questions[: len(outputs)]  # the questions answered within max_sampling_s
+    scores = score_dataset(plan, questions, outputs)
+    entry = {"model": plan.model, "dataset": _repo_relative(plan.dataset),
+             "extractor": plan.extractor if plan.answer_regex is None
+             else f"regex:{plan.answer_regex}",
+             "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+             "confidence": f"lowest_group, window {cfg.windows[0]}",
+             "sampling_wall_s": round(wall_s, 1), **scores,
+             "prompt": "chat template, the question as the only user message",
+             "examples": [{"question": q.question, "answer": q.answer, "sample": o[0]["text"]}
+                          for q, o in list(zip(questions, outputs))[:2]]}
+    return entry
+
+
+def shipped_entry(top: dict) -> dict:
+    """The shipped model's ``models`` entry, from the top-level keys it was recorded in."""
+    n = top["n_samples"]
+    w16 = next((c for c in top.get("confidence", []) if c.get("window") == 16), {})
+    cfg = top.get("config", {})
+    auroc_across = w16.get("auroc")
+    return {"model": SHIPPED_NAME, "dataset": "sglang_pr.model.task held-out split",
+            "extractor": "task", "n_questions": top["n_questions"], "samples": n,
+            "temperature": cfg.get("temperature"), "max_new_tokens": cfg.get("max_new_tokens"),
+            "pass_at_1": round(top["pass_at_1"], 4),
+            "majority_at_n": round(top[f"majority_at_{n}"], 4),
+            "auroc_within": top.get("auroc_within_w16"),
+            "auroc_across": None if auroc_across is None else round(auroc_across, 4),
+            "confidence": "lowest_group, window 16",
+            "mean_trace_tokens": round(top["mean_trace_tokens"], 1),
+            "truncated_share": round(top.get("unfinished_traces", 0) / (n * top["n_questions"]), 4),
+            "sampling_wall_s": top.get("sampling", {}).get("wall_s"),
+            "date": top.get("date"), "command": top.get("command")}
+
+
+def merge_results(old: Optional[dict], top: Optional[dict], entry: Optional[dict]) -> dict:
+    """The result file after a run: ``top`` (a shipped-task run) replaces the top-level keys,
+    ``entry`` (a dataset run) replaces the entry of its (model, dataset); the rest is kept.
+    The shipped model's entry is always re-derived from the top-level keys."""
+    out = dict(old or {})
+    models = list(out.pop("models", []))
+    if top is not None:
+        out = dict(top)
+    new = [shipped_entry(out)] if "pass_at_1" in out else []
+    if entry is not None:
+        new.append({k: entry.get(k) for k in ENTRY_KEYS} | entry)  # every key, None if unmeasured
+    replaced = {(e["model"], e["dataset"]) for e in new}
+    kept = [m for m in models if (m.get("model"), m.get("dataset")) not in replaced]
+    out["models"] = sorted(kept + new, key=lambda e: (e["model"] != SHIPPED_NAME, e["model"]))
+    return out
+
+
+def _short(dataset: str) -> str:
+    return Path(dataset).stem if dataset.endswith(".jsonl") else "own task"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Left: the shipped model's accuracy by number of steps; right: pass@1 and majority@N of
+    every ``models`` entry."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if "by_steps" in result:
+        steps = sorted(result["by_steps"], key=int)
+        n = result["n_samples"]
+        for key, label in (("pass_at_1", "pass@1"), ("majority", f"majority@{n}")):
+            left.plot([int(s) for s in steps], [result["by_steps"][s][key] for s in steps],
+                      marker="o", label=label)
+        left.set_title(f"{SHIPPED_NAME}, own task, by operations in the question", fontsize=9)
+        left.set_xlabel("operations in the question")
+        left.legend()
+    left.set_ylabel("accuracy")
+    left.set_ylim(0, 1.02)
+    left.grid(alpha=0.3)
+    entries = result.get("models", [])
+    xs = range(len(entries))
+    right.bar([x - 0.2 for x in xs], [e["pass_at_1"] for e in entries], 0.4, label="pass@1")
+    right.bar([x + 0.2 for x in xs], [e["majority_at_n"] for e in entries], 0.4,
+              label="majority@N")
+    right.set_xticks(list(xs), [f"{e['model']}\n{_short(e['dataset'])}, {e['n_questions']} q\n"
+                                f"N={e['samples']}, T={e['temperature']}" for e in entries],
+                     fontsize=7)
+    right.set_ylim(0, 1.02)
+    right.set_title("per model (benchmarks/results/model_quality.json: models)", fontsize=9)
+    right.grid(alpha=0.3, axis="y")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-path", "--model", default=SHIPPED_NAME,
+                    help=f"a model name ({', '.join(MODELS)}) or folder (default: the shipped model)")
+    ap.add_argument("--dataset", type=Path, default=None,
+                    help="JSONL of {question, answer} lines (default: the shipped model's own "
+                         "task; for other models the shipped plain-language held-out split)")
+    ap.add_argument("--extractor", choices=EXTRACTORS, default=None,
+                    help="how an answer is read from a completion (default: task for the "
+                         "shipped task, else last_number)")
+    ap.add_argument("--answer-regex", default=None, help="pattern for --extractor regex "
+                    "(group 1, else the whole match, of the last match)")
+    for flag, kind in (("--n-questions", int), ("--samples", int), ("--temperature", float),
+                       ("--max-new-tokens", int), ("--concurrency", int), ("--seed", int),
+                       ("--max-sampling-s", float)):
+        ap.add_argument(flag, type=kind, default=None,
+                        help="default: BenchConfig (shipped task) or DATASET_CONFIG (--dataset)")
     ap.add_argument("--out", type=Path, default=RESULTS / "model_quality.json")
-    args = ap.parse_args(argv)
-    cfg = BenchConfig(n_questions=args.n_questions, samples=args.samples, concurrency=args.concurrency)
-    if cfg.samples == 32:  # the plot is drawn for the recorded setting only
-        require_or_exit([("matplotlib", "bench", "the plot")])
+    return ap.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        plan = plan_from_args(args)
+    except (ModelError, DatasetError, UsageError) as e:
+        print(f"model_quality: error: {e}", file=sys.stderr)
+        return 2
+    require_or_exit([("matplotlib", "bench", "the plot")])
     torch.set_num_threads(2)
-    meta = {
-        **run_metadata(),
-        "model": str(args.model),
-        "config": asdict(cfg),
-        "bar": {"pass_at_1": [0.30, 0.75], "majority_minus_pass_at_1": 0.08, "mean_trace_tokens": 40, "max_trace_tokens": 160},
-    }
-    result = {**run(cfg, args.model), **meta}
+    meta = run_metadata(argv if argv is None else [sys.argv[0], *argv])  # load at the start
+    old = json.loads(args.out.read_text()) if args.out.is_file() else None
+    top = entry = None
+    if plan.dataset is None:
+        bar = {"pass_at_1": [0.30, 0.75], "majority_minus_pass_at_1": 0.08,
+               "mean_trace_tokens": 40, "max_trace_tokens": 160}
+        top = {**run_task(plan.cfg, plan.model_dir), **meta, "model": str(plan.model_dir),
+               "config": asdict(plan.cfg), "bar": bar}
+    else:
+        entry = {**run_dataset(plan), "date": meta["date"], "command": meta["command"],
+                 "machine": meta["machine"], "versions": meta["versions"],
+                 "config": asdict(plan.cfg), "bar": DATASET_BAR}
+    result = merge_results(old, top, entry)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    if cfg.samples == 32:
-        plot(result, args.out.with_suffix(".png"))
-    keys = ("pass_at_1", "majority_at_32", "mean_trace_tokens", "max_trace_tokens", "n_questions")
-    print(json.dumps({k: result.get(k) for k in keys} | {"greedy_identical": result["greedy_agreement"]["identical"]}))
+    plot(result, args.out.with_suffix(".png"))
+    keys = ("model", "pass_at_1", "majority_at_n", "auroc_within", "auroc_across",
+            "mean_trace_tokens", "n_questions", "samples")
+    for e in result["models"]:
+        print(json.dumps({k: e.get(k) for k in keys}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

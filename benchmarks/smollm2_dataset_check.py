@@ -2,8 +2,9 @@
 
     python benchmarks/smollm2_dataset_check.py [--questions 60] [--samples 16] [--model-path smollm2-135m]
 
-Serves the model with ``sglang-pr serve`` (port 30200-30299), applies its chat template to each
-held-out question (the question is the whole user message), samples ``--samples`` completions
+Serves the model with ``sglang-pr serve`` (port 30200-30299; ``--model-path`` is a name such as
+``smollm2-135m`` or a folder), applies its chat template to each held-out question
+(``sglang_pr.data.prompts``: the question is the whole user message), samples ``--samples`` completions
 per question with one POST /generate (``n``) at temperature 0.7, takes each answer as the last
 number of the completion (``deepconf.extract.last_number``) and scores pass@1 (mean share of
 right samples) and majority@N (the project's vote, ``deepconf.vote.weighted_vote``).
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from sglang_pr.benchmark_meta import run_metadata
 from sglang_pr.data import ARITH_WORDS_HELDOUT, DatasetError, Question, load_dataset
+from sglang_pr.data.prompts import format_prompts
 from sglang_pr.deepconf.extract import last_number
 from sglang_pr.deepconf.vote import weighted_vote
 from sglang_pr.models import ModelError, resolve_model_path
@@ -35,14 +37,6 @@ from sglang_pr.server.launcher import free_port_in, launch
 RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = range(30200, 30300)  # this benchmark's port range (shared machine: stay inside it)
 BAR = {"pass_at_1": [0.2, 0.6], "majority_minus_pass_at_1": 0.10}
-
-
-def chat_prompts(model_dir: Path, questions: list[Question]) -> list[str]:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    return [tok.apply_chat_template([{"role": "user", "content": q.question}], tokenize=False,
-                                    add_generation_prompt=True) for q in questions]
 
 
 def sample(base_url: str, prompts: list[str], args: argparse.Namespace) -> list[list[dict]]:
@@ -93,7 +87,7 @@ def score(questions: list[Question], outputs: list[list[dict]]) -> dict:
 def run(args: argparse.Namespace) -> dict:
     model_dir = resolve_model_path(args.model_path)
     questions = load_dataset(args.dataset)[: args.questions]
-    prompts = chat_prompts(model_dir, questions)
+    prompts = format_prompts(model_dir, [q.question for q in questions])
     # One torch thread: on this shared 2-core box two OpenMP threads stall at every barrier
     # (benchmarks/model_quality.py measured it); --random-seed seeds the server's sampler.
     env = {"OMP_NUM_THREADS": "1"}

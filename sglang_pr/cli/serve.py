@@ -3,7 +3,8 @@
 Every SGLang flag passes through unchanged: the command line is read with SGLang's own parser
 (``ServerArgs.add_cli_args``, defaults suppressed, so exactly the flags you gave are seen; a
 ``--config`` file counts as given). Defaults are added, never overriding a flag you gave:
-``--model-path`` is the shipped tiny model when omitted; on a machine without a GPU the CPU
+``--model-path`` is the shipped tiny model when omitted, and a model name (``sglang-pr
+models``: ``smollm2-135m``, materialised on first use) becomes its folder; on a machine without a GPU the CPU
 settings of ``sglang_pr.runtime_defaults`` are filled in (``--dtype float32`` for a float32
 checkpoint, else bfloat16; OMP_NUM_THREADS = cores - 1 unless set), and the ``cascade``
 attention backend is chosen (rule: ``sglang_pr.cascade.policy``) unless you picked a backend
@@ -104,14 +105,17 @@ def parse_sglang(argv: list[str], given_only: bool = False) -> dict[str, object]
 
 
 def build_server_argv(argv: list[str], gpu: bool | None = None) -> list[str]:
-    """The SGLang argv ``sglang-pr serve`` runs: the user's flags plus the defaults they omitted."""
+    """The SGLang argv ``sglang-pr serve`` runs: the user's flags plus the defaults they omitted,
+    with a model name (``--model-path smollm2-135m``) replaced by its folder."""
     gpu = has_accelerator() if gpu is None else gpu
     given = parse_sglang(argv, given_only=True)
     added: dict[str, object] = {}
     model_path = given.get("model_path")
     if model_path is None:
         model_path = added["model_path"] = str(SHIPPED_MODEL_DIR)
-    check_model_path(str(model_path))
+    folder = check_model_path(str(model_path))
+    if folder != str(model_path):
+        argv, model_path = with_model_path(argv, folder), folder
     if plugin_enabled() and should_use_cascade(given, has_accelerator=gpu):
         added.update(cascade_server_defaults(gpu))
     if not gpu:
@@ -121,16 +125,45 @@ def build_server_argv(argv: list[str], gpu: bool | None = None) -> list[str]:
     return [*argv, *flags_argv(added)]
 
 
-def check_model_path(model_path: str) -> None:
-    """A local path must exist; only an ``org/name`` hub id is left for SGLang to resolve."""
+def check_model_path(model_path: str) -> str:
+    """What SGLang should load for ``--model-path``: a known name's folder (materialised on
+    first use, see ``sglang_pr.models``), a model folder (checked for config.json and a
+    tokenizer), a file as given (e.g. a GGUF), or an ``org/name`` hub id left for SGLang.
+    Anything else is a CliError of one line: the folder and the missing file, or the names."""
+    from sglang_pr.models import ModelError, known_names, resolve_model_path
+
     path = Path(model_path).expanduser()
-    if path.exists():
-        if path.is_dir() and not (path / "config.json").is_file():
-            raise CliError(f"--model-path {model_path}: no config.json in that directory")
-        return
+    if path.is_file():
+        return model_path
+    if path.is_dir() or model_path in known_names():
+        try:
+            return str(resolve_model_path(model_path))
+        except ModelError as e:
+            raise CliError(f"--model-path {model_path}: {e}") from None
     hub_id = model_path.count("/") == 1 and not model_path.startswith(("/", ".", "~"))
     if not hub_id:
-        raise CliError(f"--model-path {model_path}: no such file or directory")
+        raise CliError(f"--model-path {model_path}: no such file or directory, nor a known "
+                       f"model name (known: {', '.join(known_names())})")
+    return model_path
+
+
+MODEL_PATH_FLAGS = ("--model-path", "--model")  # SGLang's spellings of the flag
+
+
+def with_model_path(argv: list[str], folder: str) -> list[str]:
+    """``argv`` with its (last) model path replaced by ``folder``, in place so the command line
+    printed reads as typed; appended (argparse: the last one wins) when it came another way,
+    e.g. from a --config file."""
+    out = list(argv)
+    for i in range(len(out) - 1, -1, -1):
+        flag, eq, _ = out[i].partition("=")
+        if flag in MODEL_PATH_FLAGS and eq:
+            out[i] = f"{flag}={folder}"
+            return out
+        if out[i] in MODEL_PATH_FLAGS and i + 1 < len(out):
+            out[i + 1] = folder
+            return out
+    return [*out, "--model-path", folder]
 
 
 def check_port_free(host: str, port: int) -> None:

