@@ -35,37 +35,66 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from frontier_report import CHOICE_RULE, choose, format_split, levers, plot, verdict  # noqa: E402
 
-from sglang_pr.benchmark_meta import run_metadata
-from sglang_pr.data import DatasetError, load_dataset
-from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_WINDOW, DeepConfConfig
-from sglang_pr.deepconf.extract import get_extractor
-from sglang_pr.deepconf.frontier import (
+from sglang_pr.benchmark_meta import run_metadata  # noqa: E402
+from sglang_pr.data import DatasetError, load_dataset  # noqa: E402
+from sglang_pr.data.prompts import format_prompts  # noqa: E402
+from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_WINDOW, DeepConfConfig  # noqa: E402
+from sglang_pr.deepconf.extract import get_extractor  # noqa: E402
+from sglang_pr.deepconf.frontier import (  # noqa: E402
     DEEPCONF_BUDGETS,
+    DEEPCONF_BUDGETS_UNCOVERED,
     SC_NS,
     MethodPoint,
     QuestionPool,
     build_frontier,
     sc_curve,
 )
-from sglang_pr.deepconf.replay import (
+from sglang_pr.deepconf.replay import (  # noqa: E402
     PoolTrace,
     read_pool_question,
     replay_questions,
     write_pool_question,
 )
-from sglang_pr.model import SHIPPED_MODEL_DIR, task
-from sglang_pr.optional import require_or_exit
-from sglang_pr.validation import ConfigError, parse_model
+from sglang_pr.model import SHIPPED_MODEL_DIR, task  # noqa: E402
+from sglang_pr.optional import require_or_exit  # noqa: E402
+from sglang_pr.validation import ConfigError, parse_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 POOL_ROOT = Path.home() / ".cache" / "sglang_pr" / "frontier"
 SPLITS = ("tuning", "reported")
 _DEFAULTS = DeepConfConfig.model_fields
 DEFAULT_METHOD = _DEFAULTS["method"].default
-VARIANTS = [{"name": "deepconf_low", "method": "deepconf_low"},
-            {"name": "deepconf_high", "method": "deepconf_high"}]
+# Reported split: the default method (the config's own warm-up rule, voter floor and vote),
+# the other named method with the same, and the paper's settings (the previous default).
+PAPER = {"n_init": 16, "min_voters": None, "weighted": True}
+VARIANTS = [{"name": "deepconf_high", "method": "deepconf_high"},
+            {"name": "deepconf_low", "method": "deepconf_low"},
+            {"name": "deepconf_low_paper", "method": "deepconf_low", **PAPER}]
+# Tuning split: one lever at a time from the paper's settings, then around the floor and
+# the small warm-up. Every field spelled out, so the table does not move with the defaults.
+FLOOR = {"min_voters": 4, "n_init": None, "warmup_fraction": 0.125, "weighted": False}
+TUNE_VARIANTS = [
+    {"name": "paper_low", "method": "deepconf_low", **PAPER},
+    {"name": "paper_high", "method": "deepconf_high", **PAPER},
+    {"name": "paper_low+floor4", "method": "deepconf_low", **PAPER, "min_voters": 4},
+    {"name": "paper_low+warmup_votes_all", "method": "deepconf_low", **PAPER,
+     "warmup_votes": "all"},
+    {"name": "low+warmup/8", "method": "deepconf_low", **FLOOR, "min_voters": None},
+    {"name": "low+floor4+warmup/8", "method": "deepconf_low", **FLOOR},
+    {"name": "low+floor4+warmup/8+weighted", "method": "deepconf_low", **FLOOR,
+     "weighted": True},
+    {"name": "low+floor4+warmup/4", "method": "deepconf_low", **FLOOR, "warmup_fraction": 0.25},
+    {"name": "low+floor2+warmup/8", "method": "deepconf_low", **FLOOR, "min_voters": 2},
+    {"name": "high+floor4+warmup/8", "method": "deepconf_high", **FLOOR},
+    {"name": "high+floor4+warmup/8+weighted", "method": "deepconf_high", **FLOOR,
+     "weighted": True},
+    {"name": "low+floor4+warmup/8+tau0.8", "method": "deepconf_low", **FLOOR, "tau": 0.8},
+    {"name": "low+floor4+warmup/8+window2048", "method": "deepconf_low", **FLOOR,
+     "window": 2048},
+]
 # The tuning split avoids the first this-many held-out questions of seed 0 (the demo's and
 # bench_deepconf's questions come from the head of that stream).
 DEMO_STREAM_HEAD = 1000
@@ -114,8 +143,6 @@ def dataset_splits(args) -> dict[str, list[Question]]:
     """Reported = the first ``--questions`` of ``--dataset``; tuning = the first
     ``--tune-questions`` of ``--tune-dataset``, else the ``--dataset`` lines after the reported
     ones. Prompts go through the model's chat template when its tokenizer has one."""
-    from transformers import AutoTokenizer
-
     n_t, n_r = args.tune_questions, args.questions
     if args.tune_dataset:
         rep = read_jsonl(Path(args.dataset), "--dataset", n_r)[:n_r]
@@ -125,19 +152,17 @@ def dataset_splits(args) -> dict[str, list[Question]]:
         rep, tune = rows[:n_r], rows[n_r:n_r + n_t]
     path = args.model_path
     if path is not None and not Path(path).is_dir():  # a name the models registry knows
-        from sglang_pr.models import resolve_model_path
+        from sglang_pr.models import ModelError, resolve_model_path
 
-        path = resolve_model_path(path)
-    tok = AutoTokenizer.from_pretrained(str(path or SHIPPED_MODEL_DIR))
-
-    def fmt(q: str) -> str:
-        if not tok.chat_template:
-            return q
-        return tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                       add_generation_prompt=True)
-
-    return {"tuning": [Question(fmt(q), a) for q, a in tune],
-            "reported": [Question(fmt(q), a) for q, a in rep]}
+        try:
+            path = resolve_model_path(path)
+        except ModelError as e:
+            raise UsageError(f"--model-path: {e}") from None
+    model = str(path or SHIPPED_MODEL_DIR)  # its chat template, when it has one
+    return {"tuning": [Question(p, a) for p, (_, a) in
+                       zip(format_prompts(model, [q for q, _ in tune]), tune)],
+            "reported": [Question(p, a) for p, (_, a) in
+                         zip(format_prompts(model, [q for q, _ in rep]), rep)]}
 
 
 def pool_meta(args) -> dict:
@@ -250,7 +275,8 @@ def variant_config(variant: dict, budget: int, args, k: int) -> DeepConfConfig:
     fields = {"extractor": args.extractor, **{key: v for key, v in variant.items()
                                               if key != "name"}}
     fields.setdefault("window", args.window)
-    fields["n_init"] = min(fields.get("n_init", _DEFAULTS["n_init"].default), budget)
+    if fields.get("n_init") is not None:  # a fixed warm-up is cut to small budgets
+        fields["n_init"] = min(fields["n_init"], budget)
     fields.setdefault("width", args.width or budget)
     try:
         return parse_model(DeepConfConfig, {**fields, "budget": budget, "k": k},
@@ -275,7 +301,7 @@ def replay_points(questions: list[dict], variant: dict, args, k: int,
     return out
 
 
-def replay_split(questions: list[dict], args, k: int) -> dict:
+def replay_split(questions: list[dict], args, k: int, variants: list[dict]) -> dict:
     extract = get_extractor(args.extractor)
     pools = [QuestionPool([extract(t.text) for t in q["traces"]],
                           [t.tokens for t in q["traces"]], q["truth"]) for q in questions]
@@ -284,10 +310,29 @@ def replay_split(questions: list[dict], args, k: int) -> dict:
     # took about (its longest trace) steps
     step_s = sum(q["wall_s"] for q in questions) / sum(max(t.tokens for t in q["traces"])
                                                          for q in questions)
-    points = [p for v in args.variants for p in replay_points(questions, v, args, k, step_s)]
+    points = [p for v in variants for p in replay_points(questions, v, args, k, step_s)]
     front = build_frontier(args.model_name, curve, points,
                            sc_wall_s=curve.makespan.sum(axis=0) * step_s, seed=args.seed)
     return {**front, "step_s": step_s, "n_questions": len(questions)}
+
+
+def reuse_tuning(args, root: Path, n_tuning: int) -> dict | None:
+    """The tuning split's replay from an earlier run's JSON (``--reuse-tuning``), checked to
+    come from the same pool, questions and settings; None without the flag."""
+    if not args.reuse_tuning:
+        return None
+    try:
+        old = json.loads(Path(args.reuse_tuning).read_text())
+        same = (old["pool"]["dir"] == str(root) and old["tuning"]["n_questions"] <= n_tuning
+                and all(old["settings"][k] == getattr(args, k) for k in
+                        ("budgets", "ns", "window", "width", "subsets", "seed",
+                         "extractor")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--reuse-tuning: cannot read {args.reuse_tuning} ({e})") from None
+    if not same:
+        raise UsageError(f"--reuse-tuning: {args.reuse_tuning} was replayed on another pool, "
+                         "question count or settings")
+    return old
 
 
 def run_replay(args) -> dict:
@@ -296,68 +341,52 @@ def run_replay(args) -> dict:
         raise UsageError(f"--pool-dir: no pool at {root} (run `collect` first)")
     meta = json.loads((root / "meta.json").read_text())
     args.model_name = meta["model"]
-    splits = {s: load_split(root, s) for s in SPLITS}
-    if not splits["reported"]:
-        raise UsageError(f"--pool-dir: {root} has no reported questions yet")
+    splits = {s: load_split(root, s)[:args.max_questions or None] for s in SPLITS}
+    if not splits["reported"] and not (args.partial and splits["tuning"]):
+        raise UsageError(f"--pool-dir: {root} has no reported questions yet (--partial "
+                         "replays the tuning questions collected so far)")
     for flag, values in (("--budgets", args.budgets), ("--ns", args.ns)):
         if max(values) > meta["pool"]:
             raise UsageError(f"{flag}: {max(values)} exceeds the pool of {meta['pool']} traces")
-    for v in args.variants:
+    variants = {"tuning": args.tune_variants, "reported": args.variants}
+    for v in variants["tuning"] + variants["reported"]:
         for b in args.budgets:  # every config checked before any work
             variant_config(v, b, args, meta["k"])
     start = time.perf_counter()
-    result = {s: replay_split(qs, args, meta["k"]) for s, qs in splits.items() if qs}
-    rep = result["reported"]
+    reused = reuse_tuning(args, root, len(splits["tuning"]))
+    if reused:  # the questions the defaults were chosen on, not the ones collected since
+        splits["tuning"] = splits["tuning"][:reused["tuning"]["n_questions"]]
+    result = {s: replay_split(qs, args, meta["k"], variants[s])
+              for s, qs in splits.items() if qs and not (s == "tuning" and reused)}
+    if reused:
+        result["tuning"] = reused["tuning"]
+    rep = result.get("reported") or {"points": [], "saturation": {}, "step_s": None}
     data = {**run_metadata(), "model": meta["model"], "points": rep["points"],
             "saturation": rep["saturation"], "step_s": rep["step_s"],
+            "partial": bool(args.partial or args.max_questions),
+            "n_questions": {s: len(qs) for s, qs in splits.items()},
             "tuning": result.get("tuning"), "pool": {**meta, "dir": str(root)},
+            "levers": (reused["levers"] if reused else levers(result["tuning"], variants["tuning"])
+                       if "tuning" in result else None),
+            "tuning_from": args.reuse_tuning, "choice_rule": CHOICE_RULE,
+            "tuning_settings": reused["settings"] if reused else None,
+            "not_covered": [{"budget": b, "why": f"needs a pool of {2 * b} traces (SC up to "
+                             f"N={b} for its interval); this pool has {meta['pool']}"}
+                            for b in DEEPCONF_BUDGETS_UNCOVERED if b not in args.budgets],
             "settings": {k: getattr(args, k) for k in (
-                "budgets", "ns", "variants", "window", "width", "replays", "subsets", "seed",
-                "extractor")},
+                "budgets", "ns", "variants", "tune_variants", "window", "width", "replays",
+                "subsets", "seed", "extractor")},
             "replay_elapsed_s": time.perf_counter() - start,
             "wall_note": "wall_s estimated: replayed decode steps x step_s (seconds per step "
                          "measured while collecting at batch = pool); summed over questions"}
+    data["chosen_lever"] = choose(data["levers"] or [])
+    data["verdict"] = verdict(data)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
-    plot(data, out.with_suffix(".png"))
+    if data["points"] or data["tuning"]:
+        plot(data, out.with_suffix(".png"))
     return data
-
-
-def plot(data: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    sc = [p for p in data["points"] if p["method"] == "sc"]
-    xs, ys = [p["tokens_per_question"] for p in sc], [p["accuracy"] for p in sc]
-    dense = np.geomspace(xs[0], xs[-1], 200)  # [200]: the interpolation is linear in tokens
-    ax.plot(dense, np.interp(dense, xs, ys), "-", color="tab:gray")
-    ax.plot(xs, ys, "o", color="tab:gray", label="self-consistency (N)")
-    for x, y, p in zip(xs, ys, sc):
-        ax.annotate(str(p["budget"]), (x, y), textcoords="offset points", xytext=(3, -10),
-                    fontsize=7, color="tab:gray")
-    for m in sorted({p["method"] for p in data["points"]} - {"sc"}):
-        pts = sorted((p for p in data["points"] if p["method"] == m),
-                     key=lambda p: p["tokens_per_question"])
-        line, = ax.plot([p["tokens_per_question"] for p in pts], [p["accuracy"] for p in pts],
-                        "s--", label=m)
-        for p in pts:
-            if p["ci_vs_sc"] is not None:  # the interval drawn around SC's value there
-                sc_at = p["accuracy"] - p["diff_vs_sc"]
-                ax.vlines(p["tokens_per_question"], sc_at + p["ci_vs_sc"][0],
-                          sc_at + p["ci_vs_sc"][1], color=line.get_color(), alpha=0.5)
-    ax.set(xscale="log", xlabel="generated tokens per question (all traces)",
-           ylabel="accuracy (voted answer)")
-    ax.set_title(f"{data['model']}: accuracy per token; bars = SC at the same tokens "
-                 "+ paired 95 % interval", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def parse_args(argv=None):
@@ -382,10 +411,20 @@ def parse_args(argv=None):
                     "with --dataset)")
     ap.add_argument("--pool-dir", default=None, help=f"pools (default: under {POOL_ROOT})")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted collect")
+    ap.add_argument("--partial", action="store_true", help="replay: the questions collected "
+                    "so far, even with no reported split yet (the JSON says partial)")
+    ap.add_argument("--max-questions", type=int, default=0,
+                    help="replay: at most this many questions per split (0: all)")
     ap.add_argument("--ns", type=int, nargs="+", default=list(SC_NS), help="SC's N")
     ap.add_argument("--budgets", type=int, nargs="+", default=list(DEEPCONF_BUDGETS))
     ap.add_argument("--variants", type=json.loads, default=VARIANTS,
                     help='JSON list of {"name": ..., DeepConfConfig fields}')
+    ap.add_argument("--tune-variants", type=json.loads, default=TUNE_VARIANTS,
+                    help="variants (levers) for the tuning split; the JSON's levers table "
+                    "reports each")
+    ap.add_argument("--reuse-tuning", default=None, metavar="JSON",
+                    help="take the tuning split's points and levers from an earlier replay's "
+                    "JSON (same pool and settings) instead of replaying them again")
     ap.add_argument("--window", type=int, default=SHIPPED_MODEL_WINDOW)
     ap.add_argument("--width", type=int, default=0, help="concurrent traces (0: = budget)")
     ap.add_argument("--replays", type=int, default=4, help="seeded trace orders per question")
@@ -396,10 +435,14 @@ def parse_args(argv=None):
     args.model_name = args.model_name or (Path(args.model_path).name.lower() if args.model_path
                                           else "tiny-reasoner")
     args.extractor = args.extractor or ("last_number" if args.dataset else "task")
-    if isinstance(args.variants, dict):  # one variant given as an object
-        args.variants = [args.variants]
-    if not isinstance(args.variants, list) or not args.variants:
-        raise UsageError("--variants: must be a JSON list of objects")
+    for flag in ("variants", "tune_variants"):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if isinstance(value, dict):  # one variant given as an object
+            setattr(args, flag, value := [value])
+        if not isinstance(value, list) or not value:
+            raise UsageError(f"--{flag.replace('_', '-')}: must be a JSON list of objects")
     for flag in ("questions", "tune_questions", "pool", "replays", "subsets", "window", "k"):
         if getattr(args, flag) <= 0:
             raise UsageError(f"--{flag.replace('_', '-')}: must be > 0")
@@ -412,10 +455,10 @@ def main(argv=None) -> int:
         run_collect(args)
     else:
         require_or_exit([("matplotlib", "bench", "the frontier plot")])  # before any work
-        for p in run_replay(args)["points"]:
-            ci = "" if p["ci_vs_sc"] is None else "vs SC [{:+.3f}, {:+.3f}]".format(*p["ci_vs_sc"])
-            print(f"{p['method']:>16} {p['budget']:>4} acc {p['accuracy']:.3f} "
-                  f"{p['tokens_per_question']:8.0f} tokens/q {ci}")
+        data = run_replay(args)
+        for name, split in (("tuning", data["tuning"]), ("reported", data)):
+            if split and split["points"]:
+                print(format_split(name, split))
     return 0
 
 

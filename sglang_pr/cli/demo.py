@@ -1,11 +1,16 @@
 """``sglang-pr demo``: parallel reasoning on the shipped model, end to end.
 
-Starts ``sglang-pr serve`` on the shipped model (or uses ``--url``), runs an SGLang frontend
-program that forks each held-out question into N branches that share the prompt's KV in the
-radix cache, majority-votes their answers, prints single-sample and voted accuracy and the
-tokens generated, then runs self-consistency and DeepConf-low side by side on the same questions
-(in-server fork groups, ``--budget`` traces each; ``--no-deepconf`` skips this part), and stops
-the server.
+Starts ``sglang-pr serve`` on the shipped model (or ``--model-path``, a folder or a known name;
+or uses ``--url``), runs an SGLang frontend program that forks each question into N branches
+that share the prompt's KV in the radix cache, majority-votes their answers, prints
+single-sample and voted accuracy and the tokens generated, then runs self-consistency and
+DeepConf (the config's default method) side by side on the same questions (in-server fork
+groups, ``--budget`` traces each; ``--no-deepconf`` skips this part), compared at equal N and
+at equal tokens (SC's curve from its own traces, interpolated at DeepConf's spend, with the
+paired interval; :mod:`sglang_pr.deepconf.frontier`), and stops the server.
+
+Questions: the shipped task's first ``--questions`` held-out ones (disjoint from the split the
+DeepConf defaults were tuned on), or ``--dataset FILE.jsonl`` through the model's chat template.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ import time
 from dataclasses import dataclass
 
 from sglang_pr.cli import CliError
-from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_TEMPERATURE
+from sglang_pr.cli.side_by_side import DemoQuestion, demo_questions
+from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_TEMPERATURE, DeepConfConfig
+from sglang_pr.deepconf.extract import EXTRACTORS, Extract, get_extractor
 from sglang_pr.deepconf.vote import weighted_vote
-from sglang_pr.model import task
 
 # The fork/vote program samples at the model's own temperature, not SAMPLING's, as the
 # model-quality figures do (pass@1, maj@32): its accuracies are then comparable with those. The
 # DeepConf side-by-side uses SAMPLING (sglang_pr.cli.side_by_side).
 VOTE_TEMPERATURE = SHIPPED_MODEL_TEMPERATURE
+# The side-by-side runs the config's default method (chosen on the frontier's tuning split).
+DEFAULT_METHOD = DeepConfConfig.model_fields["method"].default
 
 
 def add_parser(sub) -> None:
@@ -36,7 +44,16 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=SAMPLING.max_new_tokens,
                    help=f"per-branch token cap (default {SAMPLING.max_new_tokens})")
     p.add_argument("--url", default=None, help="use a running server instead of starting one")
-    p.add_argument("--model-path", default=None, help="model to serve (default: shipped model)")
+    p.add_argument("--model-path", default=None,
+                   help="model to serve: a folder or a known name such as smollm2-135m "
+                        "(default: the shipped model)")
+    p.add_argument("--dataset", default=None, metavar="FILE.jsonl",
+                   help='questions from a JSONL file of {"question", "answer"} lines (its '
+                        "first --questions), through the model's chat template (default: the "
+                        "shipped task's held-out questions)")
+    p.add_argument("--extractor", default=None, choices=sorted(EXTRACTORS),
+                   help="how an answer is read from a trace (default: task, or last_number "
+                        "with --dataset)")
     p.add_argument("--port", type=int, default=None, help="port for the started server")
     p.add_argument("--deepconf", action=argparse.BooleanOptionalAction, default=True,
                    help="also run self-consistency vs DeepConf-low side by side (default on)")
@@ -47,8 +64,8 @@ def add_parser(sub) -> None:
 
 @dataclass(frozen=True)
 class QuestionResult:
-    answer: int
-    branch_answers: tuple[int | None, ...]
+    answer: int | str
+    branch_answers: tuple[int | str | None, ...]
     branch_tokens: tuple[int, ...]
 
     @property
@@ -71,24 +88,24 @@ def fork_and_vote_program():
     return fork_and_vote
 
 
-def run_questions(url: str, problems: list[task.Problem], n: int, max_new_tokens: int,
-                  temperature: float) -> list[QuestionResult]:
+def run_questions(url: str, questions: list[DemoQuestion], n: int, max_new_tokens: int,
+                  temperature: float, extract: Extract) -> list[QuestionResult]:
     import sglang as sgl
 
     program = fork_and_vote_program()
     states = program.run_batch(
-        [dict(prompt=p.prompt, n=n, max_new_tokens=max_new_tokens, temperature=temperature)
-         for p in problems],
+        [dict(prompt=q.prompt, n=n, max_new_tokens=max_new_tokens, temperature=temperature)
+         for q in questions],
         backend=sgl.RuntimeEndpoint(url),
-        num_threads=min(len(problems), 8),
+        num_threads=min(len(questions), 8),
         progress_bar=True,
     )
     results = []
-    for p, s in zip(problems, states):
+    for q, s in zip(questions, states):
         if s.error() is not None:
-            raise CliError(f"program failed on {p.prompt!r}: {s.error()}")
-        answers = tuple(task.extract_answer(t) for t in s["trace"])
-        results.append(QuestionResult(p.answer, answers, tuple(s["tokens"])))
+            raise CliError(f"program failed on {q.prompt!r}: {s.error()}")
+        answers = tuple(extract(t) for t in s["trace"])
+        results.append(QuestionResult(q.truth, answers, tuple(s["tokens"])))
     return results
 
 
@@ -108,48 +125,85 @@ def _validate(args: argparse.Namespace) -> None:
         raise CliError(f"--temperature must be >= 0, got {args.temperature}")
 
 
+def _model_path(args: argparse.Namespace) -> str | None:
+    """``--model-path`` as a folder (a known name is materialised on first use)."""
+    if args.model_path is None:
+        return None
+    from sglang_pr.models import ModelError, resolve_model_path
+
+    try:
+        return str(resolve_model_path(args.model_path))
+    except ModelError as e:
+        raise CliError(f"--model-path: {e}") from None
+
+
+def _questions(args: argparse.Namespace, model_path: str | None) -> list[DemoQuestion]:
+    try:
+        return demo_questions(args.questions, args.dataset, model_path)
+    except ValueError as e:  # one line naming the flag
+        raise CliError(str(e)) from None
+
+
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     _validate(args)
-    problems = task.heldout_set(args.questions)
-    if args.url:
-        return _run_and_report(args, args.url, problems)
+    args.extractor = args.extractor or ("last_number" if args.dataset else "task")
+    model_path = _model_path(args)
+    if args.url:  # the chat template comes from --model-path, else from the running server
+        return _run_and_report(args, args.url, _questions(args, model_path or _served(args.url)))
+    questions = _questions(args, model_path)  # bad input stops before a server starts
     from sglang_pr.server.launcher import launch
 
     print("starting sglang-pr serve (about 20-60 s on a CPU) ...", flush=True)
-    with launch(model_path=args.model_path, port=args.port) as server:
+    with launch(model_path=model_path, port=args.port) as server:
         print(f"server up at {server.base_url}; log: {server.log_path}", flush=True)
-        return _run_and_report(args, server.base_url, problems)
+        return _run_and_report(args, server.base_url, questions)
 
 
-def _run_and_report(args: argparse.Namespace, url: str, problems: list[task.Problem]) -> int:
+def _served(url: str) -> str | None:
+    """The model folder a running server reports (for the chat template of --dataset)."""
+    import requests
+
+    try:
+        return requests.get(url.rstrip("/") + "/server_info", timeout=30).json().get("model_path")
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def _run_and_report(args: argparse.Namespace, url: str, questions: list[DemoQuestion]) -> int:
     start = time.perf_counter()
     temperature = VOTE_TEMPERATURE if args.temperature is None else args.temperature
-    results = run_questions(url, problems, args.n, args.max_new_tokens, temperature)
+    results = run_questions(url, questions, args.n, args.max_new_tokens, temperature,
+                            get_extractor(args.extractor))
     wall_s = time.perf_counter() - start
     s = summarize(results)
-    print(f"\n{len(results)} held-out questions x {args.n} branches "
+    source = args.dataset or "held-out"
+    print(f"\n{len(results)} {source} questions x {args.n} branches "
           f"(temperature {temperature}):")
     print(f"  single-sample accuracy : {s['single_sample_accuracy']:.3f}")
     print(f"  majority-vote accuracy : {s['vote_accuracy']:.3f}")
     print(f"  tokens generated       : {s['generated_tokens']}")
     print(f"  wall time              : {wall_s:.1f} s")
     if args.deepconf:
-        _side_by_side(args, url, len(problems))
+        _side_by_side(args, url, questions)
     return 0
 
 
-def _side_by_side(args: argparse.Namespace, url: str, n_questions: int) -> None:
-    """Self-consistency vs DeepConf-low, same questions, same server (sglang_pr.cli.side_by_side)."""
+def _side_by_side(args: argparse.Namespace, url: str, questions: list[DemoQuestion]) -> None:
+    """Self-consistency vs DeepConf, same questions, same server (sglang_pr.cli.side_by_side):
+    at equal N, then at equal tokens (SC's curve from its own traces, interpolated)."""
     from sglang_pr.cli import side_by_side as deepconf_demo
 
-    print(f"\nself-consistency vs DeepConf-low, {n_questions} questions, budget {args.budget} "
-          "traces (in-server fork groups) ...", flush=True)
+    method = DEFAULT_METHOD
+    print(f"\nself-consistency vs DeepConf ({method}, the default), {len(questions)} questions, "
+          f"budget {args.budget} traces (in-server fork groups) ...", flush=True)
     try:
         rows = deepconf_demo.side_by_side(
-            url, n_questions=n_questions, budget=args.budget,
+            url, budget=args.budget, questions=questions, methods=("sc", method),
+            extra={"extractor": args.extractor},
             sampling={"max_new_tokens": args.max_new_tokens,
                       **({} if args.temperature is None else {"temperature": args.temperature})})
     except (RuntimeError, OSError) as e:  # e.g. a --url server without the DeepConf plugin
         raise CliError(f"DeepConf side-by-side failed: {e}") from None
     print(deepconf_demo.format_table(rows))
     print(deepconf_demo.format_difference(rows))
+    print(deepconf_demo.format_equal_tokens(rows))

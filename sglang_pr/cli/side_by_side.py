@@ -17,11 +17,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from sglang_pr.cli.client import post_group
-from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_WINDOW, DeepConfConfig
-from sglang_pr.model import task
-
-_N_INIT = DeepConfConfig.model_fields["n_init"].default
-
+from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_WINDOW
+from sglang_pr.deepconf.frontier import PairedDiff, QuestionPool, paired_ci_vs_sc, sc_curve
+from sglang_pr.model import SHIPPED_MODEL_DIR, task
 
 @dataclass
 class MethodStats:
@@ -36,11 +34,18 @@ class MethodStats:
     consensus: int = 0
     answers: list = field(default_factory=list)
     hits: list = field(default_factory=list)  # per question: answer == truth
+    tokens: list = field(default_factory=list)  # per question: generated tokens
+    pools: list = field(default_factory=list)  # per question: QuestionPool of its traces
 
     def add(self, response: dict, elapsed_s: float, truth: str) -> None:
         """Count one group response (``POST /sglang_pr/deepconf/group``) against ``truth``."""
         t = response["totals"]
         self.hits.append(response["answer"] == truth)
+        self.tokens.append(t["generated_tokens"])
+        traces = response.get("traces") or []
+        if traces:  # an SC group's traces are a pool: SC's curve at every n <= budget
+            self.pools.append(QuestionPool([r.get("answer") for r in traces],
+                                           [int(r.get("tokens") or 0) for r in traces], truth))
         self.generated_tokens += t["generated_tokens"]
         self.wall_s += elapsed_s
         self.server_wall_s += t["wall_s"]
@@ -64,8 +69,8 @@ class MethodStats:
 
     def row(self) -> dict:
         d = asdict(self)
-        d.pop("answers")
-        d.pop("hits")
+        for key in ("answers", "hits", "tokens", "pools"):
+            d.pop(key)
         d.update(n_questions=self.n_questions, correct=self.correct, accuracy=self.accuracy,
                  traces_per_question=self.traces / max(1, self.n_questions),
                  tokens_per_question=self.generated_tokens / max(1, self.n_questions))
@@ -80,26 +85,88 @@ def run_group(url: str, prompt: str, deepconf: dict, sampling: dict,
     return d, time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class DemoQuestion:
+    prompt: str  # what the server is sent (already in the model's format)
+    truth: str
+
+
+def demo_questions(n: int, dataset: Optional[str] = None,
+                   model_path: Optional[str] = None) -> list[DemoQuestion]:
+    """The first ``n`` held-out questions of the shipped task (the frontier's tuning split
+    skips the first 1000, so these never tuned a default), or the first ``n`` lines of the
+    JSONL ``dataset`` through ``model_path``'s chat template. Bad input: ValueError of one
+    line naming the flag."""
+    if dataset is None:
+        return [DemoQuestion(p.prompt, str(p.answer)) for p in task.heldout_set(n)]
+    from sglang_pr.data import DatasetError, load_dataset
+    from sglang_pr.data.prompts import format_prompts
+
+    try:
+        rows = load_dataset(dataset)
+    except DatasetError as e:
+        raise ValueError(f"--dataset: {e}") from None
+    if len(rows) < n:
+        raise ValueError(f"--questions: {dataset} has {len(rows)} questions; asked for {n}")
+    rows = rows[:n]
+    prompts = format_prompts(str(model_path or SHIPPED_MODEL_DIR), [r.question for r in rows])
+    return [DemoQuestion(p, r.answer) for p, r in zip(prompts, rows)]
+
+
 def side_by_side(url: str, n_questions: int = 20, budget: int = 16,
                  methods: Sequence[str] = ("sc", "deepconf_low"),
                  window: int = SHIPPED_MODEL_WINDOW,
                  sampling: Optional[dict] = None, extra: Optional[dict] = None,
-                 progress: Optional[Callable[[int, int], None]] = None) -> list[MethodStats]:
-    """Run each method on the same held-out questions; one MethodStats per method.
+                 progress: Optional[Callable[[int, int], None]] = None,
+                 questions: Optional[Sequence[DemoQuestion]] = None) -> list[MethodStats]:
+    """Run each method on the same questions (``questions``, else the first ``n_questions``
+    held-out ones); one MethodStats per method.
 
     ``sampling`` overrides :data:`~sglang_pr.deepconf.config.SAMPLING`; ``width`` is the budget
-    (the whole group at once) and the warm-up is DeepConf's, cut to the budget."""
+    (the whole group at once) and the warm-up is the config's rule for the budget; ``extra``
+    (e.g. ``{"extractor": "last_number"}``) goes into every group's config."""
     sampling = SAMPLING.as_params(**(sampling or {}))
-    problems = task.heldout_set(n_questions)
+    questions = list(questions) if questions is not None else demo_questions(n_questions)
     stats = {m: MethodStats(m, budget) for m in methods}
-    for qi, p in enumerate(problems):
+    for qi, q in enumerate(questions):
         for m in methods:
             cfg = {"method": m, "budget": budget, "window": window, "width": budget,
-                   "n_init": min(_N_INIT, budget), **(extra or {})}
-            stats[m].add(*run_group(url, p.prompt, cfg, sampling), str(p.answer))
+                   **(extra or {})}  # the warm-up: the config's rule for this budget
+            stats[m].add(*run_group(url, q.prompt, cfg, sampling), q.truth)
         if progress is not None:
-            progress(qi + 1, len(problems))
+            progress(qi + 1, len(questions))
     return list(stats.values())
+
+
+def equal_tokens(sc: MethodStats, other: MethodStats, seed: int = 0) -> Optional[PairedDiff]:
+    """``other`` against SC at the same mean tokens per question: SC's curve at n = 1, 2, 4,
+    ... <= its budget from the traces its own groups sampled (no extra sampling), interpolated
+    and paired as :mod:`sglang_pr.deepconf.frontier` does it. None when SC's groups carried no
+    traces or ``other`` spent outside SC's measured range."""
+    if len(sc.pools) != sc.n_questions or not sc.pools:
+        return None
+    smallest = min(len(p.answers) for p in sc.pools)
+    ns = [n for n in (2 ** i for i in range(12)) if n <= smallest]
+    if ns[-1] != smallest:
+        ns.append(smallest)
+    curve = sc_curve(sc.pools, ns=ns, subsets=100, seed=seed)
+    return paired_ci_vs_sc([float(h) for h in other.hits], other.tokens, curve, seed=seed)
+
+
+def format_equal_tokens(stats: Sequence[MethodStats]) -> str:
+    """One line per method after the first (SC): accuracy minus SC's at the same tokens."""
+    base, lines = stats[0], []
+    for s in stats[1:]:
+        d = equal_tokens(base, s)
+        tokens = s.generated_tokens / max(1, s.n_questions)
+        if d is None:
+            lines.append(f"{s.method} at {tokens:.0f} tokens/question: outside SC's measured "
+                         "range (no equal-token comparison)")
+            continue
+        lines.append(f"{s.method} - sc at equal tokens ({tokens:.0f} tokens/question = SC at "
+                     f"N={d.sc_n:.1f}, accuracy {d.sc_accuracy:.3f}): {d.diff:+.3f} (paired "
+                     f"95 % interval {d.lo:+.3f} .. {d.hi:+.3f})")
+    return "\n".join(lines)
 
 
 def format_table(stats: Sequence[MethodStats]) -> str:
@@ -135,7 +202,7 @@ def format_difference(stats: Sequence[MethodStats]) -> str:
     base, lines = stats[0], []
     for s in stats[1:]:
         lo, hi = paired_diff_ci(s.hits, base.hits)
-        lines.append(f"{s.method} - {base.method} accuracy: {s.accuracy - base.accuracy:+.3f} "
-                     f"(paired 95 % interval {lo:+.3f} .. {hi:+.3f} over {s.n_questions} "
-                     "questions; more questions narrow it)")
+        lines.append(f"{s.method} - {base.method} accuracy at equal N ({s.budget} traces): "
+                     f"{s.accuracy - base.accuracy:+.3f} (paired 95 % interval {lo:+.3f} .. "
+                     f"{hi:+.3f} over {s.n_questions} questions; more questions narrow it)")
     return "\n".join(lines)

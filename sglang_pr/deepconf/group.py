@@ -3,8 +3,10 @@
 Algorithm (η = percentage kept, see :mod:`.config`; all traces share the prompt's KV):
 
 1. Prefill the prompt once (``max_new_tokens=0``) so every branch hits the radix cache.
-2. DeepConf: run ``n_init`` warm-up traces to completion (no threshold), at most ``width`` at
-   a time. s = the (100 − η)-th percentile of their lowest group confidences.
+2. DeepConf: run the warm-up (``n_init`` traces, or the config's budget rule) to completion
+   (no threshold), at most ``width`` at a time. s = the (100 − η)-th percentile of their lowest
+   group confidences, lowered where needed so that at least ``min_voters`` of the warm-up
+   traces that answered clear it (the voter floor).
 3. Votes: a finished trace votes iff it ended on its own (not early-stopped, not aborted), gave
    an answer, and its lowest group confidence is ≥ s (warm-up traces included — the reference
    implementation's rule; ``warmup_votes="all"``: every warm-up trace that answered votes, so
@@ -30,7 +32,7 @@ from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence
 
 from sglang_pr.deepconf.config import LOW_CONFIDENCE, DeepConfConfig, TraceSettings
 from sglang_pr.deepconf.extract import Extract, get_extractor
-from sglang_pr.deepconf.summary import percentile_threshold, summarize
+from sglang_pr.deepconf.summary import floored_threshold, summarize
 from sglang_pr.deepconf.vote import VoteResult, weighted_vote
 
 ABORT_WAIT_S = 30.0  # how long aborted traces get to report their partial output
@@ -122,15 +124,19 @@ class GroupRun:
         if not cfg.is_deepconf:
             await self._phase("sc", cfg.budget, None, cfg.use_consensus_stop)
             return
-        await self._phase("warmup", cfg.n_init, None, consensus=False)
+        await self._phase("warmup", cfg.warmup, None, consensus=False)
         lows = [t.lowest for t in self.traces if t.lowest is not None]
-        self.threshold = percentile_threshold(lows, cfg.effective_eta) if lows else None
+        # the voter floor counts traces that could vote: those that gave an answer
+        could_vote = [t.lowest for t in self.traces
+                      if t.lowest is not None and t.answer is not None]
+        self.threshold = (floored_threshold(lows, cfg.effective_eta, could_vote, cfg.voter_floor)
+                          if lows else None)
         self._revote()
         await self._emit({"event": "threshold", "threshold": self.threshold,
                           "vote": self.vote.to_dict()})
         if cfg.use_consensus_stop and self._consensus_reached():
             return
-        await self._phase("final", cfg.budget - cfg.n_init, self.threshold,
+        await self._phase("final", cfg.budget - cfg.warmup, self.threshold,
                           cfg.use_consensus_stop)
 
     async def _phase(self, phase: str, n: int, threshold: Optional[float],
@@ -258,7 +264,8 @@ class GroupRun:
         }
         return GroupResult(self.vote.answer, best.text if best else None, self.vote.to_dict(),
                            self.threshold, self.traces, totals,
-                           self.cfg.model_dump() | {"eta": self.cfg.effective_eta})
+                           self.cfg.model_dump() | {"eta": self.cfg.effective_eta,
+                                                    "n_init": self.cfg.warmup})
 
 
 async def run_group(config: DeepConfConfig, backend: TraceBackend, **kwargs: Any) -> GroupResult:

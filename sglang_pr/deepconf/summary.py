@@ -93,3 +93,16 @@ def percentile_threshold(confidences: Sequence[float], eta: float) -> float:
     if not vals:
         raise ValueError("no confidences to take a percentile of")
     return float(np.percentile(np.asarray(vals, dtype=np.float64), 100.0 - eta))
+
+
+def floored_threshold(confidences: Sequence[float], eta: float, voters: Sequence[float],
+                      floor: int) -> float:
+    """:func:`percentile_threshold`, lowered where needed so that at least ``floor`` of
+    ``voters`` (the confidences of the traces that could vote) are >= it: the floor's
+    m-th largest voter confidence (all of them when fewer than m). ``floor`` 0: no floor."""
+    s = percentile_threshold(confidences, eta)
+    vals = sorted((float(v) for v in voters if v is not None and not math.isnan(v)),
+                  reverse=True)
+    if floor <= 0 or not vals:
+        return s
+    return min(s, vals[min(floor, len(vals)) - 1])

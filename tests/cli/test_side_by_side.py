@@ -1,5 +1,6 @@
 """The demo helper aggregates per method and formats a side-by-side table (no server)."""
 
+import numpy as np
 import pytest
 
 from sglang_pr.cli import side_by_side as demo
@@ -26,10 +27,10 @@ def test_side_by_side_aggregates(monkeypatch):
     rows = demo.side_by_side("http://x", n_questions=3, budget=8)
     assert [p for p, _ in calls[::2]] == [p.prompt for p in problems]  # interleaved per question
     # the project's sampling and the shipped model's window unless told otherwise; the whole
-    # budget at once; the warm-up cut to the budget (8 < DeepConf's 16)
+    # budget at once; the warm-up left to the config's budget rule
     assert all(sp == SAMPLING.model_dump() for _, sp in seen)
-    assert all((cfg["window"], cfg["budget"], cfg["width"], cfg["n_init"])
-               == (SHIPPED_MODEL_WINDOW, 8, 8, 8) for cfg, _ in seen)
+    assert all((cfg["window"], cfg["budget"], cfg["width"]) == (SHIPPED_MODEL_WINDOW, 8, 8)
+               and "n_init" not in cfg for cfg, _ in seen)
     sc, low = rows
     assert (sc.method, low.method) == ("sc", "deepconf_low")
     assert sc.accuracy == 1.0 and abs(low.accuracy - 2 / 3) < 1e-9
@@ -42,7 +43,10 @@ def test_side_by_side_aggregates(monkeypatch):
     assert "deepconf_low" in table and "0.30" in table  # 90 / 300 tokens vs sc
     assert low.hits == [False, True, True] and sc.hits == [True] * 3
     diff = demo.format_difference(rows)
-    assert diff.startswith("deepconf_low - sc accuracy: -0.333") and "over 3 questions" in diff
+    assert diff.startswith("deepconf_low - sc accuracy at equal N (8 traces): -0.333")
+    assert "over 3 questions" in diff
+    # the fakes carry no traces: no equal-token line can be computed, and it says so
+    assert "outside SC's measured range" in demo.format_equal_tokens(rows)
 
 
 def test_paired_interval_covers_the_difference_and_narrows_with_questions():
@@ -58,7 +62,7 @@ def test_paired_interval_covers_the_difference_and_narrows_with_questions():
             demo.paired_diff_ci(*bad)
 
 
-def test_side_by_side_overrides_sampling_and_cuts_the_warmup_to_the_budget(monkeypatch):
+def test_side_by_side_overrides_sampling_and_leaves_the_warmup_to_the_config(monkeypatch):
     seen = []
 
     def fake_run_group(url, prompt, deepconf, sampling, timeout_s=900.0):
@@ -72,6 +76,49 @@ def test_side_by_side_overrides_sampling_and_cuts_the_warmup_to_the_budget(monke
                       sampling={"max_new_tokens": 48})
     want = {"temperature": SAMPLING.temperature, "top_p": SAMPLING.top_p, "max_new_tokens": 48}
     assert [sp for _, sp in seen] == [want] * 2
-    n_init = DeepConfConfig().n_init  # the budget is above DeepConf's warm-up: all of it
-    assert n_init < 64 and [cfg["n_init"] for cfg, _ in seen] == [n_init] * 2
+    assert all("n_init" not in cfg for cfg, _ in seen)  # the config's rule sizes the warm-up
+    assert DeepConfConfig(budget=64).warmup <= 64 and DeepConfConfig(budget=2).warmup <= 2
     assert [cfg["window"] for cfg, _ in seen] == [4, 4]
+
+
+def group_response(answers, tokens, truth_voted):
+    return {"answer": truth_voted, "traces": [{"answer": a, "tokens": t}
+                                              for a, t in zip(answers, tokens)],
+            "totals": {"generated_tokens": sum(tokens), "traces_started": len(answers),
+                       "stopped_early": 0, "consensus_reached": False, "aborted": 0,
+                       "wall_s": 0.0}}
+
+
+def test_equal_tokens_pairs_deepconf_with_sc_from_scs_own_traces():
+    """Direct computation: every SC trace of a question gives the same answer, so SC's expected
+    correctness is the same at every N (1 or 0 per question); 10 tokens a trace, so SC at N
+    costs 10 N. DeepConf right on 3 of 4 questions at 40 tokens each: SC there is N = 4,
+    accuracy 0.5 (questions 0, 1 right); per-question differences 0, -1, +1, +1: mean +0.25.
+    """
+    sc, low = demo.MethodStats("sc", 8), demo.MethodStats("deepconf_low", 8)
+    truths = ["1", "2", "3", "4"]
+    sc_right = [True, True, False, False]
+    for t, right in zip(truths, sc_right):
+        a = t if right else "9"
+        sc.add(group_response([a] * 8, [10] * 8, a), 0.0, t)
+    low_right = [True, False, True, True]
+    for t, right in zip(truths, low_right):
+        low.add({"answer": t if right else "9", "totals": {
+            "generated_tokens": 40, "traces_started": 4, "stopped_early": 0,
+            "consensus_reached": True, "aborted": 0, "wall_s": 0.0}}, 0.0, t)
+    d = demo.equal_tokens(sc, low)
+    assert d.sc_n == pytest.approx(4.0) and d.sc_accuracy == pytest.approx(0.5)
+    diffs = np.array(low_right, dtype=float) - np.array(sc_right, dtype=float)  # [0,-1,1,1]
+    assert d.diff == pytest.approx(diffs.mean()) == pytest.approx(0.25)
+    assert d.lo <= 0.25 <= d.hi and d.lo >= -1 and d.hi <= 1
+    line = demo.format_equal_tokens([sc, low])
+    assert line.startswith("deepconf_low - sc at equal tokens (40 tokens/question = SC at N=4.0")
+    assert "+0.250" in line
+    # spending more than SC's 8 traces: outside the measured range, said so, no number
+    over = demo.MethodStats("deepconf_low", 8)
+    for t in truths:
+        over.add({"answer": t, "totals": {"generated_tokens": 100, "traces_started": 10,
+                                          "stopped_early": 0, "consensus_reached": False,
+                                          "aborted": 0, "wall_s": 0.0}}, 0.0, t)
+    assert demo.equal_tokens(sc, over) is None
+    assert "outside SC's measured range" in demo.format_equal_tokens([sc, over])

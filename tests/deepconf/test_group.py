@@ -70,7 +70,7 @@ def test_deepconf_low_threshold_is_the_90th_percentile_of_warmup_lowest():
     answers = [i % 2 for i in range(40)]
     b = FakeBackend(answers, confs)
     cfg = DeepConfConfig(method="deepconf_low", budget=40, n_init=16, window=4, width=8,
-                         consensus_stop=False)
+                         consensus_stop=False, min_voters=None)  # the bare η rule, no floor
     r = run(cfg, b)
     assert r.threshold == pytest.approx(np.percentile(confs[:16], 90))
     # warm-up traces run without a threshold, the rest with it
@@ -86,12 +86,49 @@ def test_deepconf_low_threshold_is_the_90th_percentile_of_warmup_lowest():
 def test_warmup_votes_all_lets_every_warmup_trace_vote():
     # low-confidence warm-up traces say 1, the two most confident say 2
     answers, confs = [1] * 14 + [2] * 2, [2.0] * 14 + [5.0] * 2
-    kept = run(DeepConfConfig(budget=16, n_init=16, window=4, width=16), FakeBackend(answers, confs))
+    bare = dict(method="deepconf_low", budget=16, n_init=16, window=4, width=16,
+                min_voters=None, weighted=True)  # η 10, no voter floor, the paper's vote
+    kept = run(DeepConfConfig(**bare), FakeBackend(answers, confs))
     assert kept.answer == "2" and kept.totals["voters"] == 2  # top-10 %: only the 2s vote
-    every = run(DeepConfConfig(budget=16, n_init=16, window=4, width=16, warmup_votes="all"),
-                FakeBackend(answers, confs))
+    every = run(DeepConfConfig(**bare, warmup_votes="all"), FakeBackend(answers, confs))
     assert every.answer == "1" and every.totals["voters"] == 16  # 28 > 10, weighted
     assert every.vote["scores"] == {"1": 28.0, "2": 10.0}
+
+
+def test_voter_floor_lowers_the_threshold_until_m_warmup_traces_vote():
+    # 16 warm-up traces with distinct confidences; η 10 alone keeps the top 2
+    confs = [1.0 + 0.25 * i for i in range(16)]
+    answers = [i % 3 for i in range(16)]
+    base = DeepConfConfig(method="deepconf_low", budget=16, n_init=16, window=4, width=16,
+                          consensus_stop=False, min_voters=None)
+    plain = run(base, FakeBackend(answers, confs))
+    assert plain.totals["voters"] == 2
+    floored = run(base.model_copy(update={"min_voters": 5}), FakeBackend(answers, confs))
+    assert floored.threshold == confs[-5]  # the 5th most confident warm-up trace
+    assert floored.totals["voters"] == 5
+    assert {t.index for t in floored.traces if t.voted} == set(range(11, 16))
+
+
+def test_voter_floor_counts_only_traces_that_answered_and_never_raises_the_threshold():
+    confs = [1.0 + 0.25 * i for i in range(16)]
+    answers = [i % 3 for i in range(16)]
+    b = FakeBackend(answers, confs)
+    orig = b.generate
+
+    async def no_answer_on_top(index, settings):  # the 3 most confident traces say nothing
+        out = await orig(index, settings)
+        return {**out, "text": "no answer"} if index >= 13 else out
+
+    b.generate = no_answer_on_top
+    cfg = DeepConfConfig(method="deepconf_low", budget=16, n_init=16, window=4, width=16,
+                         consensus_stop=False, min_voters=4)
+    r = run(cfg, b)
+    assert r.totals["voters"] == 4 and r.threshold == confs[9]
+    # a floor already met by the percentile leaves the threshold where η put it (η 90: 15 vote)
+    high = DeepConfConfig(method="deepconf_high", budget=16, n_init=16, window=4, width=16,
+                          consensus_stop=False, min_voters=4)
+    assert run(high, FakeBackend(answers, confs)).threshold == pytest.approx(
+        np.percentile(confs, 10))
 
 
 def test_consensus_after_warmup_starts_nothing_more():
@@ -107,7 +144,7 @@ def test_consensus_mid_phase_aborts_running_traces():
     confs = [2.0] * 8 + [6.0] * 24
     b = FakeBackend(answers, confs, delay=0.01)
     r = run(DeepConfConfig(method="deepconf_high", budget=32, n_init=8, window=4, width=6,
-                           tau=0.75), b)
+                           tau=0.75, weighted=True), b)  # confident 9s outweigh the warm-up
     assert r.totals["consensus_reached"] and r.answer == "9"
     assert r.totals["traces_started"] < 32
     aborted = [t for t in r.traces if t.finish_type == "abort"]

@@ -109,7 +109,7 @@ def test_deepconf_cuts_later_traces_at_the_warmup_threshold():
     pool = random_pool(rng, 48)
     w = 4
     cfg = DeepConfConfig(method="deepconf_low", budget=48, n_init=16, window=w, width=48,
-                         consensus_stop=False)
+                         consensus_stop=False, min_voters=None)  # the bare η rule, no floor
     r = replay_group(cfg, pool)  # the pool's own order
     lows = [group_confidences(t.confidences, w).min() for t in pool[:16]]
     assert r.group.threshold == pytest.approx(percentile_threshold(lows, 10.0))

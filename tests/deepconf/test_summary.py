@@ -64,3 +64,16 @@ def test_percentile_threshold_direction():
 def test_percentile_bad_eta(eta):
     with pytest.raises(ValueError, match="eta"):
         percentile_threshold([1.0, 2.0], eta)
+
+
+def test_floored_threshold_lowers_the_percentile_to_the_mth_voter_only():
+    from sglang_pr.deepconf.summary import floored_threshold
+
+    confs = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    top10 = percentile_threshold(confs, 10.0)  # 9.1: one trace kept
+    assert floored_threshold(confs, 10.0, confs, 0) == top10  # no floor
+    assert floored_threshold(confs, 10.0, confs, 3) == 8.0  # the 3rd most confident
+    assert floored_threshold(confs, 90.0, confs, 3) == percentile_threshold(confs, 90.0)  # met
+    # only traces that could vote count; fewer than the floor: all of them clear it
+    assert floored_threshold(confs, 10.0, [2.0, 9.5], 3) == 2.0
+    assert floored_threshold(confs, 10.0, [], 3) == top10

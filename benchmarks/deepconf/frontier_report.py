@@ -1,0 +1,115 @@
+"""The report side of ``bench_frontier.py replay``: the levers table and the choice rule,
+the plot, the printed summary (kept apart so the benchmark stays one screen per part)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from sglang_pr.optional import require_or_exit
+
+
+def levers(tuning: dict, variants: list[dict]) -> list[dict]:
+    """What each variant (lever) did on the tuning split: per budget the gap to SC at the same
+    tokens, its interval and the goal; and the saturation fraction."""
+    out = []
+    for v in variants:
+        rows = [p for p in tuning["points"] if p["method"] == v["name"]]
+        out.append({"name": v["name"], "fields": {k: x for k, x in v.items() if k != "name"},
+                    "budgets_goal_met": sum(bool(p["goal_met"]) for p in rows),
+                    "saturation_fraction": tuning["saturation"][v["name"]]["fraction"],
+                    "per_budget": [{k: p[k] for k in ("budget", "accuracy",
+                                                      "tokens_per_question", "diff_vs_sc",
+                                                      "ci_vs_sc", "goal_met")} for p in rows]})
+    return out
+
+
+CHOICE_RULE = ("most budgets on or above SC's curve (goal_met), then the smallest token "
+               "fraction at SC's saturation, then the fewest tokens summed over budgets")
+
+
+def choose(table: list[dict]) -> Optional[str]:
+    """The lever :data:`CHOICE_RULE` picks (tuning split only); marks it ``chosen``."""
+    def key(lever: dict) -> tuple:
+        frac = lever["saturation_fraction"]
+        return (-lever["budgets_goal_met"], math.inf if frac is None else frac,
+                sum(p["tokens_per_question"] for p in lever["per_budget"]))
+
+    if not table:
+        return None
+    best = min(table, key=key)
+    for lever in table:
+        lever["chosen"] = lever is best
+    return best["name"]
+
+
+def plot(data: dict, path: Path) -> None:
+    require_or_exit([("matplotlib", "bench", "the frontier plot")])  # main checked it already
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    split = "reported" if data["points"] else "tuning"  # a partial run: the tuning split
+    points = data["points"] or data["tuning"]["points"]
+    sc = [p for p in points if p["method"] == "sc"]
+    xs, ys = [p["tokens_per_question"] for p in sc], [p["accuracy"] for p in sc]
+    dense = np.geomspace(xs[0], xs[-1], 200)  # [200]: the interpolation is linear in tokens
+    ax.plot(dense, np.interp(dense, xs, ys), "-", color="tab:gray")
+    ax.plot(xs, ys, "o", color="tab:gray", label="self-consistency (N)")
+    for x, y, p in zip(xs, ys, sc):
+        ax.annotate(str(p["budget"]), (x, y), textcoords="offset points", xytext=(3, -10),
+                    fontsize=7, color="tab:gray")
+    for m in sorted({p["method"] for p in points} - {"sc"}):
+        pts = sorted((p for p in points if p["method"] == m),
+                     key=lambda p: p["tokens_per_question"])
+        line, = ax.plot([p["tokens_per_question"] for p in pts], [p["accuracy"] for p in pts],
+                        "s--", label=m)
+        for p in pts:
+            if p["ci_vs_sc"] is not None:  # the interval drawn around SC's value there
+                sc_at = p["accuracy"] - p["diff_vs_sc"]
+                ax.vlines(p["tokens_per_question"], sc_at + p["ci_vs_sc"][0],
+                          sc_at + p["ci_vs_sc"][1], color=line.get_color(), alpha=0.5)
+    ax.set(xscale="log", xlabel="generated tokens per question (all traces)",
+           ylabel="accuracy (voted answer)")
+    ax.set_title(f"{data['model']}, {split} split ({sc[0]['n_questions']} questions): bars = "
+                 "SC at the same tokens + paired 95 % interval", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_split(name: str, split: dict) -> str:
+    """One line per point (diff and interval vs SC at the same tokens), then saturation."""
+    lines = [f"{name}: {split['points'][0]['n_questions']} questions"]
+    for p in split["points"]:
+        ci = "" if p["ci_vs_sc"] is None else " diff {:+.3f} [{:+.3f}, {:+.3f}] {}".format(
+            p["diff_vs_sc"], *p["ci_vs_sc"], "ok" if p["goal_met"] else "MISS")
+        lines.append(f"{p['method']:>22} {p['budget']:>4} acc {p['accuracy']:.3f} "
+                     f"{p['tokens_per_question']:8.0f} tokens/q{ci}")
+    for m, sat in split["saturation"].items():
+        frac = "never" if sat["fraction"] is None else f"{sat['fraction']:.2f}"
+        lines.append(f"{m:>22} at SC saturation {sat['saturation_accuracy']:.3f}: "
+                     f"{frac} of SC's tokens")
+    return "\n".join(lines)
+
+
+def verdict(data: dict) -> dict:
+    """Issue 13's goal for the default method on the reported split, said in numbers: the
+    budgets on or above SC's curve, the ones missed, and the saturation fraction (<= 0.5)."""
+    rows = [p for p in data["points"] if p["default"]]
+    if not rows:
+        return {"split": "reported", "default_method": None, "goal_met": None}
+    method = rows[0]["method"]
+    frac = data["saturation"][method]["fraction"]
+    met = [p["budget"] for p in rows if p["goal_met"]]
+    missed = [p["budget"] for p in rows if not p["goal_met"]]
+    return {"split": "reported", "default_method": method, "budgets_on_or_above_sc": met,
+            "budgets_below_sc": missed, "saturation_fraction": frac,
+            "goal_met": not missed and frac is not None and frac <= 0.5}

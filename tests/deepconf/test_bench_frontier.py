@@ -1,0 +1,127 @@
+"""benchmarks/deepconf/bench_frontier.py without a server: an interrupted collect resumes and
+keeps what it finished, bad input is one line naming the flag (exit 2), replay takes the
+questions collected so far with --partial."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sglang_pr.deepconf.replay import PoolTrace, read_pool_question
+from sglang_pr.model.task import ANSWER_PREFIX
+
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "deepconf" / "bench_frontier.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_frontier", PATH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_frontier"] = mod  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def fake_traces(truth: str, n: int, seed: int) -> list[PoolTrace]:
+    """n traces: most say the truth, some say 0; seeded lengths and confidences."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        answer = truth if rng.random() < 0.7 else "0"
+        tokens = int(rng.integers(8, 20))
+        confs = tuple(float(c) for c in rng.uniform(1, 5, size=tokens))
+        out.append(PoolTrace(f"x\n{ANSWER_PREFIX}{answer}", confs, {"type": "stop"}, tokens))
+    return out
+
+
+def collect_args(bench, root, *extra):
+    return bench.parse_args(["collect", "--url", "http://unused", "--pool-dir", str(root),
+                             "--questions", "3", "--tune-questions", "2", "--pool", "8", *extra])
+
+
+def test_an_interrupted_collect_keeps_its_questions_and_resumes(bench, tmp_path, monkeypatch):
+    sampled = []
+
+    def fake_sample(url, prompt, args):
+        if len(sampled) == 3 and not args.resume:
+            raise KeyboardInterrupt  # killed midway, after 3 of 5 questions
+        sampled.append(prompt)
+        return fake_traces("7", args.pool, len(sampled)), 0.1
+
+    monkeypatch.setattr(bench, "sample", fake_sample)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_collect(collect_args(bench, tmp_path))
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/*.json.gz"))
+    assert files == ["reported/00000.json.gz", "tuning/00000.json.gz", "tuning/00001.json.gz"]
+    assert not list(tmp_path.glob("*/*.tmp"))  # no half-written question
+    # without --resume the finished rows are not overwritten: one line naming the flag
+    with pytest.raises(SystemExit) as ei:
+        bench.run_collect(collect_args(bench, tmp_path))
+    assert ei.value.code == 2
+    before = read_pool_question(tmp_path / "tuning" / "00000.json.gz")
+    bench.run_collect(collect_args(bench, tmp_path, "--resume"))
+    assert len(sampled) == 5  # only the two missing questions were sampled again
+    assert len(list(tmp_path.glob("reported/*.json.gz"))) == 3
+    assert read_pool_question(tmp_path / "tuning" / "00000.json.gz") == before
+    # a resume with other settings is refused, naming the flag
+    with pytest.raises(SystemExit) as ei:
+        bench.run_collect(collect_args(bench, tmp_path, "--resume", "--temperature", "1.0"))
+    assert ei.value.code == 2
+
+
+def test_a_dataset_too_small_for_the_split_names_the_flag(bench, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}", "answer": i}) + "\n"
+                            for i in range(5)))
+    args = bench.parse_args(["collect", "--dataset", str(data), "--questions", "4",
+                             "--tune-questions", "2", "--pool-dir", str(tmp_path / "p")])
+    with pytest.raises(SystemExit) as ei:
+        bench.dataset_splits(args)
+    assert ei.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench_frontier: --dataset:") and "the split needs 6" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_bad_flags_are_one_line_exit_2(bench, capsys):
+    for argv in (["replay", "--replays", "0"], ["replay", "--tune-variants", "5"],
+                 ["replay", "--variants", "[]"]):
+        with pytest.raises(SystemExit) as ei:
+            bench.parse_args(argv)
+        assert ei.value.code == 2
+    assert "--replays" in capsys.readouterr().err
+
+
+def write_pool(bench, root: Path, n_tune: int, n_rep: int) -> None:
+    (root / "tuning").mkdir(parents=True)
+    (root / "reported").mkdir()
+    meta = {"model": "tiny-reasoner", "model_path": None, "source": "task", "temperature": 0.6,
+            "top_p": 0.95, "max_new_tokens": 160, "k": 20, "pool": 16}
+    (root / "meta.json").write_text(json.dumps(meta))
+    for split, n in (("tuning", n_tune), ("reported", n_rep)):
+        for i in range(n):
+            bench.write_pool_question(root / split / f"{i:05d}.json.gz", {
+                "prompt": f"{split}{i}", "truth": "7", "wall_s": 1.0,
+                "traces": fake_traces("7", 16, hash((split, i)) % 1000)})
+
+
+def test_replay_of_a_partial_pool_needs_the_flag(bench, tmp_path, capsys):
+    root = tmp_path / "pool"
+    write_pool(bench, root, n_tune=4, n_rep=0)
+    argv = ["replay", "--pool-dir", str(root), "--ns", "1", "2", "4", "8", "--budgets", "8",
+            "--replays", "1", "--subsets", "20", "--out", str(tmp_path / "f.json"),
+            "--tune-variants", '[{"name": "low", "method": "deepconf_low", "min_voters": 4}]']
+    with pytest.raises(SystemExit) as ei:
+        bench.run_replay(bench.parse_args(argv))
+    assert ei.value.code == 2 and "--partial" in capsys.readouterr().err
+    data = bench.run_replay(bench.parse_args(argv + ["--partial"]))
+    assert data["partial"] and data["points"] == [] and data["n_questions"]["tuning"] == 4
+    assert data["verdict"]["goal_met"] is None  # nothing reported yet: no verdict claimed
+    assert data["chosen_lever"] == "low"  # the only lever is the rule's pick
+    lever = data["levers"][0]
+    assert lever["name"] == "low" and lever["fields"]["min_voters"] == 4
+    assert [p["budget"] for p in lever["per_budget"]] == [8]
+    assert {"budget": 128} == {k: v for k, v in data["not_covered"][0].items() if k == "budget"}
