@@ -319,7 +319,10 @@ def test_plugin_loads_in_every_rank(dp_url):
     info = requests.get(dp_url + "/sglang_pr/info", timeout=30).json()
     assert wanted <= set(info["patched_hooks"])
     assert [r["dp_rank"] for r in info["kv"]["ranks"]] == [0, 1]  # KV accounting per rank
-    states = requests.get(dp_url + "/server_info", timeout=30).json()["internal_states"]
+    server_info = requests.get(dp_url + "/server_info", timeout=30).json()
+    # serve's CPU default: every group test below runs the cascade backend under DP
+    assert server_info["attention_backend"] == "cascade"
+    states = server_info["internal_states"]
     assert sorted(s["sglang_pr_kv"]["dp_rank"] for s in states) == [0, 1]  # one per rank
     for state in states:
         assert wanted <= set(state["sglang_pr_patched_hooks"]), state["sglang_pr_kv"]
