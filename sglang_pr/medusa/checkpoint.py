@@ -8,9 +8,12 @@ On disk a heads directory is the reference Medusa format, so published heads loa
                                  (``medusa_lm_head.pt`` is read too, with weights_only=True)
 
 What we add to config.json is optional for readers: ``hidden_size`` and ``vocab_size`` (so a
-mismatch is named before any weight is read) and ``sglang_pr`` with the calibrated ``tree``
-and ``top_k`` the heads were trained with. Old checkpoints whose heads have no projection of
-their own (the first Medusa release shared the base lm_head) get the base lm_head copied in.
+mismatch is named before any weight is read), ``medusa_shared_lm_head`` (true: the heads
+project through the base model's lm_head, so the file holds no ``{k}.{L}.weight``; see
+``heads.py`` for why real vocabularies use it) and ``sglang_pr`` with the calibrated ``tree``
+and ``top_k`` the heads were trained with. Checkpoints whose heads have no projection of their
+own (the first Medusa release shared the base lm_head) load as shared heads too, config field
+or not: the base lm_head is used by reference, never copied per head.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def save_heads(
         "base_model_name_or_path": base_model,
         "hidden_size": heads.hidden_size,
         "vocab_size": heads.vocab_size,
+        "medusa_shared_lm_head": heads.shared_lm_head,
         "version": "2",
         "sglang_pr": ours,
     }
@@ -144,6 +148,12 @@ def check_heads(path: str | Path, *, hidden_size: int, vocab_size: int,
             f"Medusa heads {p}: hidden size {hidden} does not match the base model's {hidden_size}"
         )
     shared = f"0.{num_layers}.weight" not in shapes
+    declared = cfg.get("medusa_shared_lm_head")
+    if declared is not None and bool(declared) != shared:
+        raise MedusaHeadsError(
+            f"Medusa heads {p}: config.json says medusa_shared_lm_head={bool(declared)} but the "
+            f"weights {'lack' if shared else 'hold'} per-head projections"
+        )
     for k in range(num_heads):
         for j in range(num_layers):
             if shapes.get(f"{k}.{j}.linear.weight") != (hidden, hidden):
@@ -182,13 +192,12 @@ def load_heads(
     num_heads, num_layers, shared = check_heads(p, hidden_size=hidden_size, vocab_size=vocab_size,
                                                 state=state)
     state = state if state is not None else _read_state(p)
-    heads = MedusaHeads(hidden_size, vocab_size, num_heads, num_layers)
+    heads = MedusaHeads(hidden_size, vocab_size, num_heads, num_layers, shared_lm_head=shared)
+    heads.import_state_dict({k: v.float() for k, v in state.items()})
+    heads = heads.to(device=device, dtype=dtype)
     if shared:
         if base_lm_head is None:
             raise MedusaHeadsError(f"Medusa heads {p}: no projections and no base lm_head given")
-        heads.init_from_lm_head(base_lm_head.detach().to("cpu", torch.float32))
-        blocks = heads.export_state_dict()
-        blocks.update({k: v.float() for k, v in state.items()})
-        state = blocks
-    heads.import_state_dict({k: v.float() for k, v in state.items()})
-    return heads.to(device=device, dtype=dtype).eval()
+        # By reference (a server's lm_head may carry padding rows past the vocab: cut them).
+        heads.init_from_lm_head(base_lm_head.detach()[:vocab_size].to(device=device, dtype=dtype))
+    return heads.eval()

@@ -13,7 +13,7 @@ and ``posterior_alpha`` and swaps them between layers; here they are named once.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from transformers import PretrainedConfig
@@ -124,6 +124,34 @@ class MedusaTrainConfig(BaseModel):
     calib_prompts: int = Field(64, ge=8, description="held-back generations for the tree")
     tree_nodes: int = Field(32, ge=2, le=128, description="tree size incl. the root")
     top_k: int = Field(10, ge=1, le=64)
+    # None = decide from the sizes: share when own projections would make the heads file
+    # larger than MAX_HEADS_FILE_BYTES (heads.py says why; SmolLM2 shares, the shipped tiny
+    # model keeps its own).
+    shared_lm_head: Optional[bool] = Field(None, description="heads reuse the base lm_head")
+    # "seen": the training softmax runs over the tokens that occur in the generations only (a
+    # few thousand of SmolLM2's 49,152: ~10x less work per step on a CPU). Calibration and
+    # serving still rank the full vocabulary, so the tree's statistics stay honest.
+    softmax_vocab: Literal["full", "seen"] = "full"
+    # Where the self-distillation answers come from: an SGLang server (the default) or this
+    # process with transformers (greedy only; see ``local_generate.py`` for when).
+    generator: Literal["server", "transformers"] = "server"
+
+    @model_validator(mode="after")
+    def _local_is_greedy(self):
+        if self.generator == "transformers" and self.temperatures != (0.0,):
+            raise ValueError("generator 'transformers' generates greedily: set temperatures to 0")
+        return self
+
+    def use_shared_lm_head(self, hidden_size: int, vocab_size: int) -> bool:
+        if self.shared_lm_head is not None:
+            return self.shared_lm_head
+        own_bytes = 4 * self.num_heads * (vocab_size * hidden_size
+                                          + self.num_layers * (hidden_size + 1) * hidden_size)
+        return own_bytes > MAX_HEADS_FILE_BYTES
+
+
+# A heads file ships in git: at most this many bytes (float32 on disk).
+MAX_HEADS_FILE_BYTES = 20 * 1024 * 1024
 
 
 

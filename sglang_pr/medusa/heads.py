@@ -9,6 +9,17 @@ predicts what the base model predicts for the next token, a sensible starting po
 The module layout matches the reference Medusa checkpoints (``medusa_lm_head`` state dict):
 ``{k}.{j}.linear.weight|bias`` for block j of head k and ``{k}.{num_layers}.weight`` for the
 projection, so the same state dict loads either way.
+
+Two variants (``shared_lm_head``):
+
+* own projections (False, the reference layout): each head has its own trainable [V, H]
+  projection. Fine for the shipped model (V = 100, H = 128: 51 KB a head).
+* shared base lm_head (True): the heads are the residual blocks only and every head projects
+  through the base model's frozen lm_head, held by reference (one copy, never trained, never
+  saved). Chosen for real vocabularies: SmolLM2's lm_head is 49,152 x 576 = 113 MB in float32,
+  so five own projections would make a 566 MB heads file (git takes <= 20 MB) and five copies
+  in memory; its blocks are 576 x 576 + 576 = 1.3 MB a head. The first Medusa release shared
+  the lm_head the same way, and on disk it is the reference layout without ``{k}.{L}.weight``.
 """
 
 from __future__ import annotations
@@ -43,35 +54,59 @@ class MedusaHeads(nn.Module):
         num_heads: int,
         num_layers: int = 1,
         base_lm_head: Optional[torch.Tensor] = None,
+        shared_lm_head: bool = False,
     ):
         super().__init__()
         self.hidden_size, self.vocab_size = hidden_size, vocab_size
         self.num_heads, self.num_layers = num_heads, num_layers
+        self.shared_lm_head = shared_lm_head
+        own = 0 if shared_lm_head else 1  # the per-head projection, when not shared
         self.heads = nn.ModuleList(
-            nn.Sequential(
-                *[ResBlock(hidden_size) for _ in range(num_layers)],
-                nn.Linear(hidden_size, vocab_size, bias=False),
-            )
+            nn.Sequential(*[ResBlock(hidden_size) for _ in range(num_layers)],
+                          *[nn.Linear(hidden_size, vocab_size, bias=False) for _ in range(own)])
             for _ in range(num_heads)
         )
+        # The shared projection [V, H]: a non-persistent buffer (follows .to(), is not in
+        # state_dict or parameters(), so it is neither saved nor trained).
+        self.register_buffer("lm_head", None, persistent=False)
         self._fused: Optional[tuple] = None
         if base_lm_head is not None:
             self.init_from_lm_head(base_lm_head)
 
     def init_from_lm_head(self, weight: torch.Tensor) -> None:
-        """Copy the base model's lm_head [V, H] into every head's projection."""
+        """Own projections: copy the base lm_head [V, H] into each. Shared: keep a reference."""
         if tuple(weight.shape) != (self.vocab_size, self.hidden_size):
             raise ValueError(
                 f"lm_head shape {tuple(weight.shape)} != (vocab {self.vocab_size}, "
                 f"hidden {self.hidden_size})"
             )
+        if self.shared_lm_head:
+            self.lm_head = weight.detach()
+            return
         with torch.no_grad():
             for head in self.heads:
                 head[-1].weight.copy_(weight)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [N, H] (post final-norm, as the lm_head sees it) -> logits [N, K, V]."""
-        return torch.stack([head(hidden) for head in self.heads], dim=1)
+    def _blocks(self, k: int) -> nn.Module:
+        return self.heads[k] if self.shared_lm_head else self.heads[k][:-1]
+
+    def _project(self, k: int, x: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.shared_lm_head:
+            if self.lm_head is None:
+                raise RuntimeError("shared-lm_head Medusa heads need init_from_lm_head(base)")
+            weight = self.lm_head
+        else:
+            weight = self.heads[k][-1].weight
+        return x @ (weight if rows is None else weight[rows]).T
+
+    def forward(self, hidden: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """hidden [N, H] (post final-norm, as the lm_head sees it) -> logits [N, K, V].
+
+        ``rows`` [V'] int64: logits of those vocabulary entries only ([N, K, V']), for a
+        softmax restricted to a sub-vocabulary while training (``train.py``).
+        """
+        return torch.stack([self._project(k, self._blocks(k)(hidden), rows)
+                            for k in range(self.num_heads)], dim=1)
 
     @torch.no_grad()
     def fuse(self) -> "MedusaHeads":
@@ -82,8 +117,12 @@ class MedusaHeads(nn.Module):
              torch.stack([h[j].linear.bias for h in self.heads]).unsqueeze(1))  # [K, 1, H]
             for j in range(self.num_layers)
         ]
-        proj = torch.stack([h[-1].weight for h in self.heads])  # [K, V, H]
-        self._fused = (blocks, proj.transpose(1, 2).contiguous())  # proj^T [K, H, V]
+        if self.shared_lm_head:
+            proj_t = self.lm_head.T  # [H, V] view: one matmul broadcast over the K heads
+        else:
+            proj = torch.stack([h[-1].weight for h in self.heads])  # [K, V, H]
+            proj_t = proj.transpose(1, 2).contiguous()  # proj^T [K, H, V]
+        self._fused = (blocks, proj_t)
         return self
 
     @torch.no_grad()
@@ -95,7 +134,7 @@ class MedusaHeads(nn.Module):
         x = hidden.unsqueeze(0).expand(self.num_heads, -1, -1)  # [K, N, H]
         for w, b in blocks:
             x = x + torch.nn.functional.silu(torch.baddbmm(b, x, w.transpose(1, 2)))
-        logits = torch.bmm(x, proj_t)  # [K, N, V]
+        logits = torch.matmul(x, proj_t)  # [K, N, V]
         return logits.topk(k, dim=-1).indices.transpose(0, 1)  # [N, K, k]
 
     # The reference checkpoints name the ModuleList's entries directly ("0.0.linear.weight");

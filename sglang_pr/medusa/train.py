@@ -1,15 +1,21 @@
 """``sglang-pr medusa train``: Medusa-1 heads by self-distillation, through the SGLang server.
 
-1. generate: the base model answers train-split task prompts THROUGH an SGLang server (greedy
-   and, when configured, sampled with per-request seeds), so the heads learn the distribution
-   they will draft for at serving time;
+1. generate: the base model answers the prompts (the shipped task's train split, or a JSONL of
+   chat prompts with the chat template applied) THROUGH an SGLang server (greedy and, when
+   configured, sampled with per-request seeds), so the heads learn the distribution they will
+   draft for at serving time; ``generator="transformers"`` answers greedily in this process
+   instead (``local_generate.py``);
 2. featurise: the frozen base model (transformers, CPU) gives each position's last hidden state
    (post final norm, as SGLang's lm_head sees it) — computed once, the base never trains;
 3. train: head k (1..K) on h_t predicts x_{t+k+1}; loss Σ_k 0.8^k · CE_k over every position
    from the last prompt token on (a head is first used right after prefill);
-4. calibrate: per-head top-k accuracies on held-back generations (train split, disjoint from
-   the training prompts; the task's held-out split is never touched) -> the sparse tree
-   (``tree.build_sparse_tree``) saved with the heads.
+4. calibrate: per-head top-k accuracies (full vocabulary) on held-back generations (disjoint
+   from the training prompts; the task's held-out split is never touched) -> the sparse tree
+   (``tree.build_sparse_tree``; with a measured verify cost, sized by ``sizing.choose_tree``)
+   saved with the heads.
+
+Heads for a large vocabulary share the base lm_head (``heads.py``) and may train with the
+softmax over the tokens seen in the generations (``softmax_vocab="seen"``).
 
 Seeded end to end (prompt order, sampling seeds, init, batch order).
 """
@@ -34,6 +40,7 @@ from tqdm import tqdm
 from sglang_pr.medusa.checkpoint import save_heads
 from sglang_pr.medusa.config import MedusaTrainConfig
 from sglang_pr.medusa.heads import MedusaHeads
+from sglang_pr.medusa.sizing import choose_tree
 from sglang_pr.medusa.tree import build_sparse_tree, expected_accept_length
 from sglang_pr.model import SHIPPED_MODEL_DIR, task
 
@@ -77,9 +84,12 @@ def to_sequences(tokenizer, prompts: list[str], outputs: list[dict]) -> list[Seq
     eos = tokenizer.eos_token_id
     for prompt, o in zip(prompts, outputs):
         p_ids = tokenizer(prompt)["input_ids"]
-        c_ids = tokenizer(o["text"], add_special_tokens=False)["input_ids"]
+        # The server's own token ids when it returned them: re-tokenising a BPE model's text
+        # need not give back the ids it generated.
+        c_ids = list(o.get("output_ids") or
+                     tokenizer(o["text"], add_special_tokens=False)["input_ids"])
         fin = o["meta_info"].get("finish_reason") or {}
-        if fin.get("type") == "stop" and fin.get("matched") == eos:
+        if fin.get("type") == "stop" and fin.get("matched") == eos and c_ids[-1:] != [eos]:
             c_ids = c_ids + [eos]
         seqs.append(Sequence_(p_ids + c_ids, len(p_ids)))
     return seqs
@@ -124,6 +134,22 @@ def head_loss(
     return total, parts
 
 
+def softmax_rows(targets: torch.Tensor, vocab: str
+                 ) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    """(vocabulary rows the training softmax spans, targets re-indexed into them).
+
+    "full": (None, targets). "seen": the sorted distinct target tokens [V'] and each target's
+    index among them (-100 kept), so logits [N, K, V'] line up with the new targets.
+    """
+    if vocab == "full":
+        return None, targets
+    valid = targets >= 0
+    rows = torch.unique(targets[valid])  # [V'] sorted
+    remapped = torch.full_like(targets, -100)
+    remapped[valid] = torch.searchsorted(rows, targets[valid])
+    return rows, remapped
+
+
 def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
                cfg: MedusaTrainConfig, progress: bool = True) -> list[float]:
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -132,6 +158,7 @@ def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
                                                 pct_start=0.1)
+    rows, targets = softmax_rows(targets, cfg.softmax_vocab)
     losses: list[float] = []
     bar = tqdm(total=total, desc="train heads", disable=not progress)
     heads.train()
@@ -139,7 +166,7 @@ def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
         order = torch.randperm(len(hidden), generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss, parts = head_loss(heads(hidden[idx]), targets[idx], cfg.loss_decay)
+            loss, parts = head_loss(heads(hidden[idx], rows), targets[idx], cfg.loss_decay)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -189,38 +216,86 @@ def _generations(model_path, prompts, calib, cfg, base_url, port, progress, log,
     reused when it holds the same prompts, temperatures and length, else (re)written."""
     key = {"model": str(model_path), "prompts": prompts, "calib": calib,
            "temperatures": list(cfg.temperatures), "max_new_tokens": cfg.max_new_tokens,
-           "seed": cfg.seed}
+           "seed": cfg.seed} | ({"generator": cfg.generator} if cfg.generator != "server" else {})
     cache = Path(data_cache) if data_cache else None
     if cache is not None and cache.is_file():
         data = json.loads(cache.read_text())
         if data.get("key") == key:
             log(f"reusing generations from {cache}")
             return [tuple(g) for g in data["gens"]], data["calib"]
+    if cfg.generator == "transformers":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from sglang_pr.medusa.local_generate import generate_greedy
+
+        log(f"generating in-process (transformers, greedy): {len(prompts)} + {len(calib)} prompts")
+        tok = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        gens = [(0.0, generate_greedy(model, tok, prompts, cfg.max_new_tokens, progress=progress))]
+        calib_out = generate_greedy(model, tok, calib, cfg.max_new_tokens, progress=progress)
+        _write_cache(cache, key, gens, calib_out)
+        return gens, calib_out
     with _server(model_path, base_url, port) as url:
         log(f"generating through {url}: {len(prompts)} prompts x T={list(cfg.temperatures)}")
         gens = [(t, generate(url, prompts, t, cfg.max_new_tokens, cfg.seed, progress=progress))
                 for t in cfg.temperatures]
         calib_out = generate(url, calib, 0.0, cfg.max_new_tokens, cfg.seed, progress=progress)
-    if cache is not None:
-        slim = lambda outs: [{"text": o["text"], "meta_info": {  # noqa: E731
-            "finish_reason": o["meta_info"].get("finish_reason")}} for o in outs]
-        cache.write_text(json.dumps({"key": key, "gens": [(t, slim(o)) for t, o in gens],
-                                     "calib": slim(calib_out)}))
+    _write_cache(cache, key, gens, calib_out)
     return gens, calib_out
+
+
+def _write_cache(cache: Optional[Path], key: dict, gens, calib_out) -> None:
+    if cache is None:
+        return
+    slim = lambda outs: [{"text": o["text"], "output_ids": o.get("output_ids"),  # noqa: E731
+                          "meta_info": {"finish_reason": o["meta_info"].get("finish_reason")}}
+                         for o in outs]
+    cache.write_text(json.dumps({"key": key, "gens": [(t, slim(o)) for t, o in gens],
+                                 "calib": slim(calib_out)}))
+
+
+def split_prompts(cfg: MedusaTrainConfig, prompts: Optional[list[str]],
+                  heldout: Optional[list[str]]) -> tuple[list[str], list[str]]:
+    """(training prompts, held-out calibration prompts).
+
+    No prompts: the shipped task's train split (the first ``num_prompts`` train, the next
+    ``calib_prompts`` calibrate). Prompts without held-out ones: the last ``calib_prompts`` of
+    them are held back. Both given: used as they are (they must not overlap).
+    """
+    if prompts is None:
+        return (task_prompts(cfg.num_prompts, cfg.seed),
+                task_prompts(cfg.calib_prompts, cfg.seed, offset=cfg.num_prompts))
+    if heldout is None:
+        if len(prompts) <= cfg.calib_prompts:
+            raise ValueError(f"{len(prompts)} prompts: need more than calib_prompts="
+                             f"{cfg.calib_prompts} (held back for the tree)")
+        return prompts[: -cfg.calib_prompts], prompts[-cfg.calib_prompts :]
+    overlap = set(prompts) & set(heldout)
+    if overlap:
+        raise ValueError(f"{len(overlap)} held-out prompts are also training prompts, e.g. "
+                         f"{next(iter(overlap))[:60]!r}")
+    return list(prompts), list(heldout)
 
 
 def train_heads(model_path: str, out: str | Path, cfg: MedusaTrainConfig,
                 base_url: Optional[str] = None, progress: bool = True,
                 log: Callable[[str], None] = print, port: Optional[int] = None,
-                data_cache: Optional[str] = None) -> dict:
-    """The whole recipe; writes ``out`` and returns a report (also saved in config.json)."""
+                data_cache: Optional[str] = None, prompts: Optional[list[str]] = None,
+                heldout: Optional[list[str]] = None,
+                verify_cost: Optional[dict[int, float]] = None,
+                model_label: Optional[str] = None, extra: Optional[dict] = None) -> dict:
+    """The whole recipe; writes ``out`` and returns a report (also saved in config.json).
+
+    ``prompts`` / ``heldout``: ready-to-serve texts (chat template applied), see
+    :func:`split_prompts`. ``verify_cost`` ({nodes: ms per step}): size the tree to this
+    hardware (``sizing.choose_tree``); without it the tree has ``cfg.tree_nodes`` nodes.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.time()
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    prompts = task_prompts(cfg.num_prompts, cfg.seed)
-    calib = task_prompts(cfg.calib_prompts, cfg.seed, offset=cfg.num_prompts)
+    prompts, calib = split_prompts(cfg, prompts, heldout)
     gens, calib_out = _generations(model_path, prompts, calib, cfg, base_url, port, progress,
                                    log, data_cache)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -230,12 +305,18 @@ def train_heads(model_path: str, out: str | Path, cfg: MedusaTrainConfig,
     c_hidden, c_targets = featurise(model, to_sequences(tokenizer, calib, calib_out),
                                     cfg.num_heads, progress)
     lm_head = model.get_output_embeddings().weight.detach().float()
+    shared = cfg.use_shared_lm_head(hidden.shape[1], lm_head.shape[0])
     heads = MedusaHeads(hidden.shape[1], lm_head.shape[0], cfg.num_heads, cfg.num_layers,
-                        base_lm_head=lm_head)
-    log(f"training {cfg.num_heads} heads on {len(hidden)} positions")
+                        base_lm_head=lm_head, shared_lm_head=shared)
+    log(f"training {cfg.num_heads} heads on {len(hidden)} positions "
+        f"({'shared base lm_head' if shared else 'own projections'})")
     losses = train_loop(heads, hidden, targets, cfg, progress)
     acc = topk_accuracy(heads, c_hidden, c_targets, cfg.top_k)
-    tree = build_sparse_tree(acc, cfg.tree_nodes)
+    sizing = None
+    if verify_cost is not None:
+        tree, sizing = choose_tree(acc, verify_cost)
+    else:
+        tree = build_sparse_tree(acc, cfg.tree_nodes)
     report = {
         "config": json.loads(cfg.model_dump_json()),
         "positions": int(len(hidden)),
@@ -244,9 +325,9 @@ def train_heads(model_path: str, out: str | Path, cfg: MedusaTrainConfig,
         "calib_topk_accuracy": acc,
         "expected_accept_length": expected_accept_length(tree, acc),
         "seconds": round(time.time() - t0, 1),
-    }
-    save_heads(out, heads, base_model=_model_label(model_path), tree=tree, top_k=cfg.top_k,
-               extra={"training": report})
+    } | ({"tree_sizing": sizing} if sizing else {}) | (extra or {})
+    save_heads(out, heads, base_model=model_label or _model_label(model_path), tree=tree,
+               top_k=cfg.top_k, extra={"training": report})
     log(f"wrote {out}: head top-1 accuracies {[round(a, 3) for a in report['calib_top1']]}, "
         f"tree {len(tree) + 1} nodes, expected accept length "
         f"{report['expected_accept_length']:.2f}")

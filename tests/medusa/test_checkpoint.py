@@ -101,3 +101,58 @@ def test_missing_and_broken_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(MedusaHeadsError, match="medusa_num_heads"):
         check_heads(tmp_path, hidden_size=16, vocab_size=20)
+
+
+# SmolLM2-135M's sizes: the reference layout written tensor by tensor by the test (no
+# MedusaHeads involved), so the loader is checked against the format, not against itself.
+SMOL_HIDDEN, SMOL_VOCAB = 576, 49152
+
+
+def test_reference_layout_at_smollm2_sizes(tmp_path):
+    """FasterDecoding/Medusa's ``medusa_lm_head``: ``{k}.{j}.linear.weight|bias`` per residual
+    block and ``{k}.{L}.weight`` [vocab, hidden] per head, config without our keys. One head
+    in float16 (as published heads are) keeps the file at 57 MB in tmp_path."""
+    g = torch.Generator().manual_seed(0)
+    w = (torch.randn(SMOL_HIDDEN, SMOL_HIDDEN, generator=g) * 0.02).half()
+    b = (torch.randn(SMOL_HIDDEN, generator=g) * 0.02).half()
+    proj = (torch.randn(SMOL_VOCAB, SMOL_HIDDEN, generator=g) * 0.02).half()
+    save_file({"0.0.linear.weight": w, "0.0.linear.bias": b, "0.1.weight": proj},
+              str(tmp_path / "medusa_lm_head.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "medusa_num_heads": 1, "medusa_num_layers": 1,
+        "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    assert check_heads(tmp_path, hidden_size=SMOL_HIDDEN, vocab_size=SMOL_VOCAB) == (1, 1, False)
+    heads = load_heads(tmp_path, hidden_size=SMOL_HIDDEN, vocab_size=SMOL_VOCAB)
+    x = torch.randn(2, SMOL_HIDDEN, generator=g)
+    want = (x + torch.nn.functional.silu(x @ w.float().T + b.float())) @ proj.float().T
+    torch.testing.assert_close(heads(x)[:, 0], want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(MedusaHeadsError, match="vocab size 49153"):
+        check_heads(tmp_path, hidden_size=SMOL_HIDDEN, vocab_size=SMOL_VOCAB + 1)
+
+
+def test_shared_lm_head_heads_at_smollm2_sizes_fit_in_git(tmp_path):
+    """Our SmolLM2 variant: 5 heads of blocks only (the reference layout minus ``{k}.1.weight``),
+    ``medusa_shared_lm_head`` in config.json; the base lm_head is used by reference."""
+    torch.manual_seed(0)
+    heads = MedusaHeads(SMOL_HIDDEN, SMOL_VOCAB, 5, shared_lm_head=True)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_heads(tmp_path, heads, base_model="smollm2-135m")
+    assert (tmp_path / "medusa_lm_head.safetensors").stat().st_size <= 20 * 1024 * 1024
+    assert json.loads((tmp_path / "config.json").read_text())["medusa_shared_lm_head"] is True
+    lm = torch.randn(SMOL_VOCAB + 64, SMOL_HIDDEN) * 0.02  # a server's padded vocab rows
+    loaded = load_heads(tmp_path, hidden_size=SMOL_HIDDEN, vocab_size=SMOL_VOCAB, base_lm_head=lm)
+    assert loaded.lm_head.data_ptr() == lm.data_ptr()  # no copy of the 113 MB matrix
+    x = torch.randn(3, SMOL_HIDDEN)
+    torch.testing.assert_close(loaded(x)[:, 4], heads.heads[4](x) @ lm[:SMOL_VOCAB].T)
+    with pytest.raises(MedusaHeadsError, match="no base lm_head"):
+        load_heads(tmp_path, hidden_size=SMOL_HIDDEN, vocab_size=SMOL_VOCAB)
+
+
+def test_declared_sharing_must_match_the_weights(tmp_path):
+    save_heads(tmp_path, trained_heads(), base_model="m")  # own projections
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg | {"medusa_shared_lm_head": True}))
+    with pytest.raises(MedusaHeadsError, match="medusa_shared_lm_head=True"):
+        check_heads(tmp_path, hidden_size=16, vocab_size=20)

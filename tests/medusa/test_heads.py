@@ -53,3 +53,31 @@ def test_fused_topk_matches_module_forward():
     h = torch.randn(6, 16)
     want = heads(h).topk(5, dim=-1).indices
     assert torch.equal(heads.fuse().topk(h, 5), want)
+
+
+def shared_heads(hidden=16, vocab=40, k=3, layers=1, seed=2):
+    torch.manual_seed(seed)
+    lm = torch.randn(vocab, hidden)
+    heads = MedusaHeads(hidden, vocab, k, num_layers=layers, base_lm_head=lm, shared_lm_head=True)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return heads, lm
+
+
+def test_shared_lm_head_is_held_by_reference_never_trained_nor_saved():
+    heads, lm = shared_heads()
+    assert heads.lm_head.data_ptr() == lm.data_ptr()  # one copy, the base model's
+    assert all(p.shape != lm.shape for p in heads.parameters())  # not trainable
+    assert set(heads.export_state_dict()) == {f"{k}.0.linear.{w}" for k in range(3)
+                                              for w in ("weight", "bias")}
+    x = torch.randn(5, 16)
+    for k in range(3):  # head k = its residual block, then the base lm_head
+        torch.testing.assert_close(heads(x)[:, k], heads.heads[k](x) @ lm.T)
+
+
+def test_shared_fused_topk_matches_module_forward():
+    heads, _ = shared_heads(layers=2)
+    h = torch.randn(6, 16)
+    want = heads(h).topk(5, dim=-1).indices
+    assert torch.equal(heads.fuse().topk(h, 5), want)

@@ -77,3 +77,65 @@ def test_calibration_prompts_are_disjoint_train_split():
     train, calib = task_prompts(40, 0), task_prompts(10, 0, offset=40)
     assert not set(train) & set(calib)
     assert all(task.parse_prompt(p).split == "train" for p in train + calib)
+
+
+def test_seen_softmax_rows_remap_targets_and_match_full_logits():
+    from sglang_pr.medusa.train import softmax_rows
+
+    targets = torch.tensor([[7, -100], [3, 7], [12, 3]])
+    rows, remapped = softmax_rows(targets, "seen")
+    assert rows.tolist() == [3, 7, 12]
+    assert remapped.tolist() == [[1, -100], [0, 1], [2, 0]]
+    assert softmax_rows(targets, "full") == (None, targets)
+    heads = MedusaHeads(4, 15, 2, base_lm_head=torch.randn(15, 4), shared_lm_head=True)
+    h = torch.randn(3, 4)
+    torch.testing.assert_close(heads(h, rows), heads(h)[:, :, rows])
+
+
+def test_split_prompts_holds_back_or_refuses_overlap():
+    from sglang_pr.medusa.train import split_prompts
+
+    cfg = MedusaTrainConfig(calib_prompts=8)
+    ps = [f"p{i}" for i in range(20)]
+    assert split_prompts(cfg, ps, None) == (ps[:12], ps[12:])
+    assert split_prompts(cfg, ps[:10], ps[10:]) == (ps[:10], ps[10:])
+    with pytest.raises(ValueError, match="held-out prompts are also"):
+        split_prompts(cfg, ps, ps[:3])
+    with pytest.raises(ValueError, match="need more than calib_prompts=8"):
+        split_prompts(cfg, ps[:8], None)
+
+
+def test_lm_head_sharing_is_chosen_by_file_size():
+    cfg = MedusaTrainConfig()
+    assert not cfg.use_shared_lm_head(128, 100)  # the shipped model: own projections, 0.6 MB
+    assert cfg.use_shared_lm_head(576, 49152)  # SmolLM2: 5 x 113 MB own projections
+    assert not MedusaTrainConfig(shared_lm_head=False).use_shared_lm_head(576, 49152)
+
+
+def test_local_greedy_generation_matches_unbatched_generate_and_marks_eos():
+    """Left-padded batches give each prompt its own greedy continuation; EOS ends a row."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sglang_pr.medusa.local_generate import generate_greedy
+    from sglang_pr.model import SHIPPED_MODEL_DIR
+
+    tok = AutoTokenizer.from_pretrained(SHIPPED_MODEL_DIR)
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED_MODEL_DIR, dtype=torch.float32).eval()
+    prompts = task_prompts(3, seed=0)
+    outs = generate_greedy(model, tok, prompts, 24, batch_size=3, progress=False)
+    for p, o in zip(prompts, outs):
+        ids = tok(p, return_tensors="pt")["input_ids"]
+        want = model.generate(ids, do_sample=False, max_new_tokens=24,
+                              pad_token_id=tok.eos_token_id)[0, ids.shape[1]:].tolist()
+        assert o["output_ids"] == want[: len(o["output_ids"])] and o["output_ids"]
+        stopped = o["meta_info"]["finish_reason"]["type"] == "stop"
+        assert stopped == (o["output_ids"][-1] == tok.eos_token_id)
+        assert stopped or len(o["output_ids"]) == 24
+
+
+def test_transformers_generator_is_greedy_only():
+    from pydantic import ValidationError
+
+    assert MedusaTrainConfig(generator="transformers", temperatures=(0.0,))
+    with pytest.raises(ValidationError, match="greedily"):
+        MedusaTrainConfig(generator="transformers")
