@@ -41,12 +41,12 @@ from sglang_pr.deepconf.server_backend import (
     TokenizerManagerBackend,
     check_k,
     check_sampling_params,
-    check_token_ids,
     run_until_disconnect,
     sglang_error_field,
     vocab_size,
 )
 from sglang_pr.internals import convert_openai_request, validate_openai_request
+from sglang_pr.server.guards import check_token_ids
 
 OPENAI_FINISH = ("stop", "length")
 # SGLang sampling params whose OpenAI name differs (what an error's ``param`` must say)

@@ -38,6 +38,7 @@ from sglang_pr.deepconf.config import (
     parse_config,
 )
 from sglang_pr.server.dp import GROUP_RID_PREFIX, branch_running, choose_rank
+from sglang_pr.server.guards import check_token_ids, check_top_k
 
 T = TypeVar("T")
 # How often a running group checks its client. SGLang's own per-request check fires only after a
@@ -49,9 +50,6 @@ RESERVED_SAMPLING = {"n": "use deepconf.budget", "beam_width": "a group samples 
 # How SGLang words the refusal of a request whose client went away (tokenizer_manager.py): such a
 # branch is an abort (the group is being cancelled), not a bad request.
 _DISCONNECTED = "disconnected from the client side"
-# SGLang's "whole vocabulary" top_k (sampling_params.TOP_K_ALL): a larger one overflows the
-# sampler's int32 tensor and takes the scheduler down (SGLang 0.5.23 does not bound it).
-TOP_K_MAX = 1 << 30
 # SGLang errors that name no parameter, by their opening words -> the parameter they are about
 _SGLANG_PHRASES = (("Requested token count exceeds", "max_new_tokens"), ("The input (", "prompt"))
 
@@ -90,14 +88,6 @@ def check_k(k: int, vocab: int, field: str) -> None:
         raise ConfigError(f"{field}: must be <= vocab size ({vocab}), got {k}", field)
 
 
-def check_token_ids(ids: Any, vocab: int, field: str) -> None:
-    """Ids outside the vocabulary would index past the embedding table in the scheduler (SGLang
-    0.5.23 does not check them: one such request brings the whole server down)."""
-    bad = next((t for t in ids if not 0 <= t < vocab), None)
-    if bad is not None:
-        raise ConfigError(f"{field}: token id {bad} is outside the vocabulary [0, {vocab})", field)
-
-
 def check_sampling_params(sp: dict, tokenizer_manager, prefix: str = "sampling_params",
                           contract: bool = True) -> None:
     """SGLang's own rules for one request's sampling params, each error naming its field: the
@@ -118,10 +108,7 @@ def check_sampling_params(sp: dict, tokenizer_manager, prefix: str = "sampling_p
             raise ConfigError(f"{name(key)}: {e}", name(key)) from None
         if key not in SamplingParams.__struct_fields__:  # in the contract, not the runtime
             raise ConfigError(f"{name(key)}: not supported here", name(key))
-    top_k = sp.get("top_k")
-    if isinstance(top_k, int) and top_k > TOP_K_MAX:
-        raise ConfigError(f"{name('top_k')}: must be -1 or in [1, {TOP_K_MAX}], got {top_k}",
-                          name("top_k"))
+    check_top_k(sp.get("top_k"), name("top_k"))  # before SamplingParams: named with the prefix
     try:
         params = SamplingParams(**sp)  # reads sp, never changes it (no deep copy to make)
         params.normalize(tokenizer_manager.tokenizer)

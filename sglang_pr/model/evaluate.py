@@ -33,6 +33,7 @@ from sglang_pr.deepconf.config import (
     DeepConfConfig,
 )
 from sglang_pr.deepconf.summary import summarize
+from sglang_pr.data.scoring import auroc
 from sglang_pr.deepconf.vote import weighted_vote
 from sglang_pr.model import SHIPPED_MODEL_DIR, task, tokenizer
 
@@ -106,23 +107,8 @@ def confidence_gap(problems: list[task.Problem], traces: list[list[Trace]], wind
         "window": window,
         "mean_correct": sum(right) / max(1, len(right)),
         "mean_wrong": sum(wrong) / max(1, len(wrong)),
-        "auroc": _auroc(right, wrong),
+        "auroc": auroc(right, wrong),
     }
-
-
-def _auroc(pos: list[float], neg: list[float]) -> float:
-    """P(random correct trace is more confident than a random wrong one), ties count half."""
-    if not pos or not neg:
-        return float("nan")
-    ranked = sorted([(v, 1) for v in pos] + [(v, 0) for v in neg])
-    rank_sum, i = 0.0, 0
-    while i < len(ranked):  # average ranks over ties
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        rank_sum += sum(lab for _, lab in ranked[i:j]) * (i + j + 1) / 2
-        i = j
-    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from sglang_pr.data.scoring import auroc
 from sglang_pr.model import evaluate as ev
 from sglang_pr.model.evaluate import Trace
 from sglang_pr.model.task import Problem
@@ -59,8 +60,8 @@ def test_confidence_gap_and_auroc():
     wrong = Trace("#### 10", [1, 2], confs=[1.0, 1.0])
     gap = ev.confidence_gap([P2], [[right, wrong, right]], window=2)
     assert gap["mean_correct"] == 9.0 and gap["mean_wrong"] == 1.0 and gap["auroc"] == 1.0
-    assert ev._auroc([1.0, 2.0], [1.0, 2.0]) == pytest.approx(0.5)
-    assert math.isnan(ev._auroc([1.0], []))
+    assert auroc([1.0, 2.0], [1.0, 2.0]) == pytest.approx(0.5)
+    assert math.isnan(auroc([1.0], []))
 
 
 def test_trace_finished_only_with_eos():
