@@ -43,28 +43,45 @@ def pytest_collection_modifyitems(config, items):
                     item.add_marker(pytest.mark.skip(reason=why))
 
 
-@pytest.fixture(scope="session")
-def sglang_server_factory(tmp_path_factory):
-    servers: dict[str, tuple[tuple, ServerHandle]] = {}
-    log_dir = tmp_path_factory.mktemp("server_logs")
+class ServerPool:
+    """Servers by name, started on first use. Servers shared across modules (the default one,
+    "deepconf") live for the session; a module's own servers are released when the module is
+    done (:meth:`release`): every SGLang server holds ~2.3 GB across its processes, and keeping
+    them all to the end of the session ran a 24 GB machine out of memory."""
 
-    def get(name: str, extra_args=(), model_path=None, env=None) -> ServerHandle:
+    def __init__(self, log_dir):
+        self.servers: dict[str, tuple[tuple, ServerHandle]] = {}
+        self.log_dir = log_dir
+
+    def __call__(self, name: str, extra_args=(), model_path=None, env=None) -> ServerHandle:
         key = (tuple(extra_args), str(model_path), tuple(sorted((env or {}).items())))
-        if name in servers:
-            if servers[name][0] != key:
+        if name in self.servers:
+            if self.servers[name][0] != key:
                 raise ValueError(f"server {name!r} already started with other settings")
-            handle = servers[name][1]
+            handle = self.servers[name][1]
             if not handle.alive:
                 pytest.fail(f"server {name!r} died; log {handle.log_path}:\n{handle.log_tail()}")
             return handle
         handle = launch(model_path=model_path, extra_args=extra_args, env=env,
-                        log_path=log_dir / f"{name}.log", timeout_s=900)  # ~20 s idle; minutes on a loaded 2-core box
-        servers[name] = (key, handle)
+                        log_path=self.log_dir / f"{name}.log", timeout_s=900)  # ~20 s idle; minutes on a loaded 2-core box
+        self.servers[name] = (key, handle)
         return handle
 
-    yield get
-    for _, handle in servers.values():
-        handle.stop()
+    def release(self, *names: str) -> None:
+        for name in names:
+            entry = self.servers.pop(name, None)
+            if entry is not None:
+                entry[1].stop()
+
+    def stop_all(self) -> None:
+        self.release(*list(self.servers))
+
+
+@pytest.fixture(scope="session")
+def sglang_server_factory(tmp_path_factory):
+    pool = ServerPool(tmp_path_factory.mktemp("server_logs"))
+    yield pool
+    pool.stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -77,6 +77,7 @@ print(json.dumps({"platform": [d for s, d in args._resolved_overrides if s == "p
 """
 
 
+@pytest.mark.heavy  # a subprocess importing SGLang; the platform table's unit tests above twin it
 def test_plain_sglang_launch_gets_the_platform_defaults():
     fields = ["attention_backend", "sampling_backend", "max_total_tokens"]
     res = subprocess.run([sys.executable, "-P", "-c", _RESOLVE, str(SHIPPED_MODEL_DIR), *fields],

@@ -22,12 +22,14 @@ from sglang_pr.benchmark_meta import run_metadata
 from sglang_pr.medusa.heads import MedusaHeads
 from sglang_pr.medusa.sizing import measure_step_cost
 from sglang_pr.models import resolve_model_path
+from sglang_pr.optional import require_or_exit
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 NODE_COUNTS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 def main(argv=None) -> int:
+    require_or_exit((("matplotlib", "bench", "the plot"),))  # before minutes of timing
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-path", default="smollm2-135m")
@@ -66,13 +68,11 @@ def main(argv=None) -> int:
 
 
 def _plot(cost: dict[int, float], path: Path, model: str) -> None:
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(list(cost), list(cost.values()), marker="o")
     ax.set_xlabel("tree nodes verified (batch 1)")

@@ -152,12 +152,16 @@ def kv_capacity() -> Optional[int]:
 
 
 def check_group_capacity(cfg: DeepConfConfig, prompt_tokens: int,
-                         max_new_tokens: Optional[int], capacity: Optional[int]) -> None:
+                         max_new_tokens: Optional[int], capacity: Optional[int],
+                         context_len: Optional[int] = None) -> None:
     """A group holds the prompt once plus up to ``min(budget, width)`` branches' own tokens at
     once, all on one rank; more than the rank's KV pool is refused (BranchRejected naming the
     field that sets how many run at once). Unknown sizes (no token limit: the branches may run
-    to the context length) are left to SGLang."""
+    to the context length) are left to SGLang, and so is one branch longer than the context
+    (SGLang refuses it itself, naming ``max_new_tokens``: the group's size is not the cause)."""
     if capacity is None or max_new_tokens is None:
+        return
+    if context_len is not None and int(prompt_tokens) + int(max_new_tokens) > context_len:
         return
     at_once = min(cfg.budget, cfg.width)
     need = at_once * int(max_new_tokens) + int(prompt_tokens)
@@ -238,7 +242,8 @@ class TokenizerManagerBackend:
         # absent: SGLang's default; present but None: up to the context length (unknown)
         max_new = sp["max_new_tokens"] if "max_new_tokens" in sp \
             else SamplingParams().max_new_tokens
-        check_group_capacity(cfg, self._prompt_tokens(), max_new, kv_capacity())
+        check_group_capacity(cfg, self._prompt_tokens(), max_new, kv_capacity(),
+                             getattr(self.tm, "context_len", None))
 
     async def prefill(self) -> dict:
         await self.check_capacity()

@@ -33,7 +33,8 @@ def servers(sglang_server_factory, stats_path):
     casc = sglang_server_factory("cascade", extra_args=["--attention-backend", "cascade"],
                                  env={"SGLANG_PR_CASCADE": json.dumps(cfg)})
     flat = sglang_server_factory("torch_native", extra_args=["--attention-backend", "torch_native"])
-    return casc.base_url, flat.base_url
+    yield casc.base_url, flat.base_url
+    sglang_server_factory.release("cascade", "torch_native")  # this module's own
 
 
 def _stats(path) -> dict:

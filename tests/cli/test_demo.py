@@ -98,6 +98,7 @@ def test_demo_questions_from_a_dataset_use_the_chat_template(tmp_path):
 
 
 @pytest.mark.server
+@pytest.mark.heavy  # the README's first command runs exactly this; test_demo_against_running_server twins it
 def test_demo_starts_and_stops_its_own_server():
     res = subprocess.run([sys.executable, "-P", "-m", "sglang_pr.cli", "demo", "--questions", "2",
                           "--n", "2", "--max-new-tokens", "48", "--budget", "4"],

@@ -66,11 +66,12 @@ def reference(model_path, prompts) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def url(sglang_server_factory, model_path) -> str:
+def url(sglang_server_factory, model_path):
     args = ["--speculative-algorithm", "MEDUSA", "--speculative-draft-model-path", str(HEADS),
             "--max-total-tokens", "4096"]
-    return sglang_server_factory("medusa_smollm2", extra_args=args,
-                                 model_path=str(model_path)).base_url
+    yield sglang_server_factory("medusa_smollm2", extra_args=args,
+                                model_path=str(model_path)).base_url
+    sglang_server_factory.release("medusa_smollm2")  # this module's own: free its memory
 
 
 def generate(url: str, text, n: int = MAX_NEW):

@@ -30,17 +30,19 @@ MEDUSA_ARGS = ["--speculative-algorithm", "MEDUSA", "--speculative-draft-model-p
 
 
 @pytest.fixture(scope="module")
-def medusa_url(sglang_server_factory) -> str:
+def medusa_url(sglang_server_factory):
     # Seeded sampling on (sglang_pr/deepconf/seeded_sampling.py): on a CPU, SGLang honours a
     # request's sampling_seed only with it; greedy requests are unaffected.
-    return sglang_server_factory("medusa", extra_args=MEDUSA_ARGS, model_path=MODEL,
-                                 env={"SGLANG_PR_SEEDED_SAMPLING": "1"}).base_url
+    yield sglang_server_factory("medusa", extra_args=MEDUSA_ARGS, model_path=MODEL,
+                                env={"SGLANG_PR_SEEDED_SAMPLING": "1"}).base_url
+    sglang_server_factory.release("medusa")  # this module's own: free its memory
 
 
 @pytest.fixture(scope="module")
-def plain_url(sglang_server_factory) -> str:
+def plain_url(sglang_server_factory):
     name = "default" if MODEL is None else "medusa_plain_reference"
-    return sglang_server_factory(name, model_path=MODEL).base_url
+    yield sglang_server_factory(name, model_path=MODEL).base_url
+    sglang_server_factory.release("medusa_plain_reference")  # the default one is shared
 
 
 def generate(url: str, texts, params) -> list[dict]:
@@ -138,6 +140,7 @@ def test_kv_returns_to_idle_after_200_requests(medusa_url, prompts):
     assert is_idle_and_clean(state), state
 
 
+@pytest.mark.heavy  # a server start; tests/medusa/test_spec_algo.py twins the fit check
 def test_wrong_vocab_heads_fail_at_startup(tmp_path):
     """``sglang-pr serve`` exits non-zero before serving; the wrong hidden size takes the same
     path (``handle_server_args``), checked without a server in test_spec_algo.py."""

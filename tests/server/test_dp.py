@@ -297,8 +297,9 @@ def server_test(fn):
 
 
 @pytest.fixture(scope="module")
-def dp_url(sglang_server_factory) -> str:
-    return sglang_server_factory("dp2", extra_args=DP_ARGS, env=DP_ENV).base_url
+def dp_url(sglang_server_factory):
+    yield sglang_server_factory("dp2", extra_args=DP_ARGS, env=DP_ENV).base_url
+    sglang_server_factory.release("dp2")  # this module's own: free its memory for the next
 
 
 def _post(url, path, body, timeout=300):

@@ -18,6 +18,7 @@ import textwrap
 import time
 
 import psutil
+import pytest
 
 SCRIPT = textwrap.dedent("""
     import time
@@ -48,6 +49,7 @@ def _wait_gone(pgid: int, timeout_s: float) -> list[psutil.Process]:
     return left
 
 
+@pytest.mark.heavy  # a real server; test_sigterm_stops_a_tracked_group_fast_twin is its twin
 def test_sigterm_to_the_launching_script_leaves_no_server_behind(tmp_path):
     stderr = open(tmp_path / "script.err", "w")
     script = subprocess.Popen([sys.executable, "-P", "-c", SCRIPT], stdout=subprocess.PIPE,

@@ -12,8 +12,9 @@ from sglang_pr.model import task
 from sglang_pr.runtime_defaults import CPU_SERVER_DEFAULTS
 
 
-def test_plugin_not_loaded_when_sglang_plugins_excludes_it(sglang_server_factory):
+def test_plugin_not_loaded_when_sglang_plugins_excludes_it(sglang_server_factory, request):
     server = sglang_server_factory("no_plugin", env={"SGLANG_PLUGINS": "sglang_pr_cpu"})
+    request.addfinalizer(lambda: sglang_server_factory.release("no_plugin"))
     assert requests.get(server.base_url + "/sglang_pr/info", timeout=30).status_code == 404
     internal = requests.get(server.base_url + "/server_info", timeout=30).json()
     assert "sglang_pr_kv" not in internal["internal_states"][0]

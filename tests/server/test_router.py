@@ -60,6 +60,10 @@ def test_group_over_one_workers_kv_is_refused_naming_the_field():
     assert sglang_error_field(str(e.value)) == ""
     check_group_capacity(cfg, 10, None, 4096)  # no token limit: left to SGLang
     check_group_capacity(cfg, 10, 10**6, None)  # capacity unknown
+    # one branch over the context: SGLang's own refusal names max_new_tokens, not the group
+    check_group_capacity(cfg, 10, 10**6, 4096, context_len=8192)
+    with pytest.raises(BranchRejected):  # within the context, over the pool: the group's size
+        check_group_capacity(cfg, 10, 4000, 4096, context_len=8192)
 
 
 # --- the cluster -------------------------------------------------------------------------------
