@@ -403,3 +403,33 @@ def test_50_groups_each_on_one_rank_and_kv_clean_per_rank(dp_url):
     assert min(per_rank) >= 10, per_rank  # the groups spread over both ranks
     state = wait_idle_and_clean(dp_url, timeout_s=60)
     assert len(state["ranks"]) == 2 and is_idle_and_clean(state), state
+
+
+# --- Medusa under DP: a second --dp-size 2 server, after the first is released ------------------
+
+@pytest.fixture(scope="module")
+def dp_medusa_url(sglang_server_factory):
+    from sglang_pr.medusa import SHIPPED_HEADS_DIR
+
+    sglang_server_factory.release("dp2")  # the tests above are done with it; memory
+    args = [*DP_ARGS, "--speculative-algorithm", "MEDUSA",
+            "--speculative-draft-model-path", str(SHIPPED_HEADS_DIR)]
+    yield sglang_server_factory("dp2_medusa", extra_args=args).base_url
+    sglang_server_factory.release("dp2_medusa")
+
+
+@server_test
+def test_medusa_under_dp_is_greedy_identical_on_both_ranks(dp_medusa_url, base_url):
+    from sglang_pr.model import task
+    from sglang_pr.server.kv_accounting import is_idle_and_clean, wait_idle_and_clean
+
+    prompts = [p.prompt for p in task.heldout_set(6)]
+    sp = {"temperature": 0, "max_new_tokens": 48}
+    spec = [_post(dp_medusa_url, "/generate", {"text": t, "sampling_params": sp}) for t in prompts]
+    plain = [_post(base_url, "/generate", {"text": t, "sampling_params": sp}) for t in prompts]
+    assert [o["text"] for o in spec] == [o["text"] for o in plain]
+    tokens = sum(o["meta_info"]["completion_tokens"] for o in spec)
+    steps = sum(o["meta_info"]["spec_verify_ct"] for o in spec)
+    assert tokens >= 1.5 * steps, (tokens, steps)  # the heads really draft under DP
+    state = wait_idle_and_clean(dp_medusa_url, timeout_s=60)
+    assert len(state["ranks"]) == 2 and is_idle_and_clean(state), state
