@@ -21,6 +21,9 @@ Starts ``sglang-pr serve`` (port 30100-30199) with ``--model-path`` (a name such
   regex), and every trace carries DeepConf's lowest-group confidence (window 16) from the
   server's own tracking (``custom_params.deepconf``), scored by ``sglang_pr.data.scoring``:
   pass@1, majority@N, AUROC of right vs wrong traces across questions and within a question.
+  ``--from-pool DIR`` scores the traces a frontier run already sampled for this model and
+  dataset (``benchmarks/deepconf/bench_frontier.py collect``, its reported split) instead of
+  sampling them again: one sampling run serves both benchmarks.
 
 Writes benchmarks/results/model_quality.json: the shipped model's keys at the top level
 (pass_at_1, majority_at_32, by_steps, confidence, greedy_agreement, machine, versions, date,
@@ -56,15 +59,12 @@ from sglang_pr.models import MODELS, ModelError, resolve_model_path
 from sglang_pr.optional import require_or_exit
 from sglang_pr.server.launcher import free_port_in, launch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_quality_report import SHIPPED_NAME, merge_results, plot  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = range(30100, 30200)  # this benchmark's port range (shared machine: stay inside it)
-SHIPPED_NAME = "tiny-reasoner"
 EXTRACTORS = ("boxed", "last_number", "regex", "task")
-# The keys every ``models`` entry has (None where a run could not measure one).
-ENTRY_KEYS = ("model", "dataset", "extractor", "n_questions", "samples", "temperature",
-              "max_new_tokens", "pass_at_1", "majority_at_n", "auroc_within", "auroc_across",
-              "confidence", "mean_trace_tokens", "truncated_share", "sampling_wall_s", "date",
-              "command")
 # The issue's bar for a dataset a model "partly solves" (where voting has room to help).
 DATASET_BAR = {"pass_at_1": [0.2, 0.6], "majority_minus_pass_at_1": 0.10}
 
@@ -111,6 +111,7 @@ class Plan:
     extractor: str
     answer_regex: Optional[str]
     cfg: BenchConfig
+    from_pool: Optional[Path] = None  # score a frontier pool's traces instead of sampling
 
 
 def post_generate(base_url: str, payload: dict, timeout_s: float) -> list[dict]:
@@ -214,7 +215,12 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     cfg = replace(BenchConfig() if dataset is None else DATASET_CONFIG, **overrides)
     if dataset is not None:
         load_dataset(dataset)  # every line checked now, not after the server started
-    return Plan(model, model_dir, dataset, extractor, args.answer_regex, cfg)
+    pool = args.from_pool
+    if pool is not None and (dataset is None or not (Path(pool) / "meta.json").is_file()):
+        raise UsageError(f"--from-pool {pool}: " + (
+            "needs a --dataset run (the shipped task samples its own)" if dataset is None
+            else "no frontier pool there (meta.json missing)"))
+    return Plan(model, model_dir, dataset, extractor, args.answer_regex, cfg, pool)
 
 
 def run_task(cfg: BenchConfig, model_dir: Path) -> dict:
@@ -312,6 +318,32 @@ def run_dataset(plan: Plan) -> dict:
     """One ``models`` entry: the model on ``plan.dataset`` (the first n_questions lines)."""
     cfg = plan.cfg
     questions = load_dataset(plan.dataset)[: cfg.n_questions]
+    if plan.from_pool is not None:
+        outputs, wall_s, meta = pool_outputs(plan, plan.from_pool, questions)
+        cfg = replace(cfg, samples=meta["pool"], temperature=meta["temperature"],
+                      max_new_tokens=meta["max_new_tokens"])
+    else:
+        outputs, wall_s = sample_dataset_on_server(plan, questions)
+    questions = questions[: len(outputs)]  # the questions answered within max_sampling_s
+    scores = score_dataset(plan, questions, outputs)
+    entry = {"model": plan.model, "dataset": _repo_relative(plan.dataset), 
+             "extractor": plan.extractor if plan.answer_regex is None
+             else f"regex:{plan.answer_regex}",
+             "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+             "confidence": f"lowest_group, window {cfg.windows[0]}",
+             "sampling_wall_s": round(wall_s, 1), **scores,
+             "source": (f"traces of the frontier pool {plan.from_pool} (bench_frontier.py "
+                        "collect), sampled per question in one request, several in flight; "
+                        "sampling_wall_s sums their latencies") if plan.from_pool else
+             "sampled by this run",
+             "prompt": "chat template, the question as the only user message",
+             "examples": [{"question": q.question, "answer": q.answer, "sample": o[0]["text"]}
+                          for q, o in list(zip(questions, outputs))[:2]]}
+    return entry
+
+
+def sample_dataset_on_server(plan: Plan, questions: list[Question]) -> tuple[list, float]:
+    cfg = plan.cfg
     prompts = format_prompts(plan.model_dir, [q.question for q in questions])
     env = {"OMP_NUM_THREADS": str(cfg.server_threads)}
     extra = ["--random-seed", str(cfg.seed), "--max-total-tokens", str(DATASET_MAX_TOTAL_TOKENS)]
@@ -319,98 +351,39 @@ def run_dataset(plan: Plan) -> dict:
                 timeout_s=cfg.server_start_timeout_s) as server:
         start = time.time()
         outputs = sample_dataset(server.base_url, prompts, cfg)
-        wall_s = time.time() - start
-    questions = questions[: len(outputs)]  # the questions answered within max_sampling_s
-    scores = score_dataset(plan, questions, outputs)
-    entry = {"model": plan.model, "dataset": _repo_relative(plan.dataset),
-             "extractor": plan.extractor if plan.answer_regex is None
-             else f"regex:{plan.answer_regex}",
-             "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
-             "confidence": f"lowest_group, window {cfg.windows[0]}",
-             "sampling_wall_s": round(wall_s, 1), **scores,
-             "prompt": "chat template, the question as the only user message",
-             "examples": [{"question": q.question, "answer": q.answer, "sample": o[0]["text"]}
-                          for q, o in list(zip(questions, outputs))[:2]]}
-    return entry
+        return outputs, time.time() - start
 
 
-def shipped_entry(top: dict) -> dict:
-    """The shipped model's ``models`` entry, from the top-level keys it was recorded in."""
-    n = top["n_samples"]
-    w16 = next((c for c in top.get("confidence", []) if c.get("window") == 16), {})
-    cfg = top.get("config", {})
-    auroc_across = w16.get("auroc")
-    return {"model": SHIPPED_NAME, "dataset": "sglang_pr.model.task held-out split",
-            "extractor": "task", "n_questions": top["n_questions"], "samples": n,
-            "temperature": cfg.get("temperature"), "max_new_tokens": cfg.get("max_new_tokens"),
-            "pass_at_1": round(top["pass_at_1"], 4),
-            "majority_at_n": round(top[f"majority_at_{n}"], 4),
-            "auroc_within": top.get("auroc_within_w16"),
-            "auroc_across": None if auroc_across is None else round(auroc_across, 4),
-            "confidence": "lowest_group, window 16",
-            "mean_trace_tokens": round(top["mean_trace_tokens"], 1),
-            "truncated_share": round(top.get("unfinished_traces", 0) / (n * top["n_questions"]), 4),
-            "sampling_wall_s": top.get("sampling", {}).get("wall_s"),
-            "date": top.get("date"), "command": top.get("command")}
+def pool_outputs(plan: Plan, root: Path, questions: list[Question]) -> tuple[list, float, dict]:
+    """A frontier pool's reported split (``bench_frontier.py collect``) as ``sample_dataset``
+    outputs: the same traces, scored instead of sampled again. The pool must hold this model on
+    this dataset (its ``meta.json``); its questions are the dataset's first lines, in order."""
+    from sglang_pr.deepconf.replay import read_pool_question
 
-
-def merge_results(old: Optional[dict], top: Optional[dict], entry: Optional[dict]) -> dict:
-    """The result file after a run: ``top`` (a shipped-task run) replaces the top-level keys,
-    ``entry`` (a dataset run) replaces the entry of its (model, dataset); the rest is kept.
-    The shipped model's entry is always re-derived from the top-level keys."""
-    out = dict(old or {})
-    models = list(out.pop("models", []))
-    if top is not None:
-        out = dict(top)
-    new = [shipped_entry(out)] if "pass_at_1" in out else []
-    if entry is not None:
-        new.append({k: entry.get(k) for k in ENTRY_KEYS} | entry)  # every key, None if unmeasured
-    replaced = {(e["model"], e["dataset"]) for e in new}
-    kept = [m for m in models if (m.get("model"), m.get("dataset")) not in replaced]
-    out["models"] = sorted(kept + new, key=lambda e: (e["model"] != SHIPPED_NAME, e["model"]))
-    return out
-
-
-def _short(dataset: str) -> str:
-    return Path(dataset).stem if dataset.endswith(".jsonl") else "own task"
-
-
-def plot(result: dict, path: Path) -> None:
-    """Left: the shipped model's accuracy by number of steps; right: pass@1 and majority@N of
-    every ``models`` entry."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    if "by_steps" in result:
-        steps = sorted(result["by_steps"], key=int)
-        n = result["n_samples"]
-        for key, label in (("pass_at_1", "pass@1"), ("majority", f"majority@{n}")):
-            left.plot([int(s) for s in steps], [result["by_steps"][s][key] for s in steps],
-                      marker="o", label=label)
-        left.set_title(f"{SHIPPED_NAME}, own task, by operations in the question", fontsize=9)
-        left.set_xlabel("operations in the question")
-        left.legend()
-    left.set_ylabel("accuracy")
-    left.set_ylim(0, 1.02)
-    left.grid(alpha=0.3)
-    entries = result.get("models", [])
-    xs = range(len(entries))
-    right.bar([x - 0.2 for x in xs], [e["pass_at_1"] for e in entries], 0.4, label="pass@1")
-    right.bar([x + 0.2 for x in xs], [e["majority_at_n"] for e in entries], 0.4,
-              label="majority@N")
-    right.set_xticks(list(xs), [f"{e['model']}\n{_short(e['dataset'])}, {e['n_questions']} q\n"
-                                f"N={e['samples']}, T={e['temperature']}" for e in entries],
-                     fontsize=7)
-    right.set_ylim(0, 1.02)
-    right.set_title("per model (benchmarks/results/model_quality.json: models)", fontsize=9)
-    right.grid(alpha=0.3, axis="y")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    meta = json.loads((root / "meta.json").read_text())
+    source = meta.get("source")
+    if meta.get("model") != plan.model or not isinstance(source, list) or \
+            Path(source[0]).resolve() != Path(plan.dataset).resolve():
+        raise UsageError(f"--from-pool: {root} holds {meta.get('model')} on {source}, not "
+                         f"{plan.model} on {plan.dataset}")
+    outputs, wall = [], 0.0
+    window = plan.cfg.windows[0]
+    for i, q in enumerate(questions):
+        path = root / "reported" / f"{i:05d}.json.gz"
+        if not path.exists():
+            break
+        rec = read_pool_question(path)
+        if rec["truth"] != q.answer:
+            raise UsageError(f"--from-pool: {path} answers {rec['truth']!r}, line {i + 1} of "
+                             f"{plan.dataset} {q.answer!r}")
+        wall += rec["wall_s"]
+        outputs.append([{"text": t.text, "tokens": t.tokens,
+                         "finish": (t.finish_reason or {}).get("type"),
+                         "confidence": summarize(list(t.confidences), window).lowest_group}
+                        for t in rec["traces"]])
+    if not outputs:
+        raise UsageError(f"--from-pool: {root} has no reported questions")
+    return outputs, wall, meta
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -430,6 +403,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                        ("--max-sampling-s", float)):
         ap.add_argument(flag, type=kind, default=None,
                         help="default: BenchConfig (shipped task) or DATASET_CONFIG (--dataset)")
+    ap.add_argument("--from-pool", type=Path, default=None, metavar="DIR",
+                    help="score the reported split of a frontier pool (bench_frontier.py "
+                    "collect on this model and --dataset) instead of sampling again")
     ap.add_argument("--out", type=Path, default=RESULTS / "model_quality.json")
     return ap.parse_args(argv)
 

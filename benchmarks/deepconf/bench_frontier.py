@@ -19,10 +19,23 @@ another seed, none among the first 1000 of seed 0, so disjoint from every demo r
 (:func:`sglang_pr.deepconf.frontier.sc_curve`), and every DeepConf variant at ``--budgets``
 through the real ``GroupRun`` on the same pools (:mod:`sglang_pr.deepconf.replay`,
 ``--replays`` seeded trace orders per question), each point with its paired bootstrap interval
-against SC at the same tokens. Writes ``benchmarks/results/deepconf_frontier.json`` (issue 13's
-schema: ``points`` on the reported split, ``tuning.points`` on the tuning split, plus machine,
-versions, date, command) and a PNG. ``wall_s`` is estimated: decode steps of the replayed group
-(concurrency modelled) × seconds per step measured while collecting (at batch ``--pool``).
+against SC at the same tokens. Writes ``benchmarks/results/deepconf_frontier.json`` for the
+shipped model, ``deepconf_frontier_<model>.json`` for another (issue 13's schema: ``points`` on
+the reported split, each naming its model, ``tuning.points`` on the tuning split, plus machine,
+versions, date, command) and a PNG beside it. ``wall_s`` is estimated: decode steps of the
+replayed group (concurrency modelled) × seconds per step measured while collecting (at batch
+``--pool`` x ``--concurrency``).
+
+A real chat model (SmolLM2, ~75-token traces, ~40 tokens/s per question on 2 cores):
+
+    python benchmarks/deepconf/bench_frontier.py collect --model-path smollm2-135m \
+        --dataset sglang_pr/assets/datasets/arith_words_heldout.jsonl \
+        --tune-dataset sglang_pr/assets/datasets/arith_words_dev.jsonl --extractor last_number \
+        --questions 300 --tune-questions 32 --pool 16 --temperature 0.7 --max-new-tokens 160 \
+        --concurrency 4
+    python benchmarks/deepconf/bench_frontier.py replay --pool-dir \
+        ~/.cache/sglang_pr/frontier/smollm2-135m-T0.7-P16-arith_words_heldout \
+        --ns 1 2 4 8 16 --budgets 4 8 16
 """
 
 from __future__ import annotations
@@ -222,15 +235,33 @@ def sample(url: str, prompt: str, args) -> tuple[list[PoolTrace], float]:
 
 
 def collect(url: str, todo: list[tuple[str, int, Question]], root: Path, args) -> None:
+    """Sample every question of ``todo``, ``--concurrency`` at a time; each is written as soon
+    as it is done (``--resume`` skips the written ones, whatever order they finished in)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     start = time.perf_counter()
-    for done, (split, i, q) in enumerate(todo, 1):
+
+    def one(item):
+        split, i, q = item
         traces, wall = sample(url, q.prompt, args)
+        # wall_s: this question's latency with --concurrency questions in flight (batch =
+        # concurrency x pool), what replay's seconds-per-step estimate is made from
         write_pool_question(root / split / f"{i:05d}.json.gz", {
-            "prompt": q.prompt, "truth": q.truth, "wall_s": wall, "traces": traces})
-        rate = (time.perf_counter() - start) / done
-        print(f"[{done}/{len(todo)}] {split} {i}: {len(traces)} traces, "
-              f"{sum(t.tokens for t in traces)} tokens, {wall:.1f} s "
-              f"(eta {rate * (len(todo) - done) / 60:.1f} min)", flush=True)
+            "prompt": q.prompt, "truth": q.truth, "wall_s": wall, "traces": traces,
+            "concurrency": args.concurrency})
+        return split, i, traces, wall
+
+    pool = ThreadPoolExecutor(args.concurrency)
+    try:
+        futures = [pool.submit(one, item) for item in todo]
+        for done, f in enumerate(as_completed(futures), 1):
+            split, i, traces, wall = f.result()
+            rate = (time.perf_counter() - start) / done
+            print(f"[{done}/{len(todo)}] {split} {i}: {len(traces)} traces, "
+                  f"{sum(t.tokens for t in traces)} tokens, {wall:.1f} s "
+                  f"(eta {rate * (len(todo) - done) / 60:.1f} min)", flush=True)
+    finally:  # an error or Ctrl-C: questions not started are dropped, running ones finish
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_collect(args) -> None:
@@ -335,6 +366,12 @@ def reuse_tuning(args, root: Path, n_tuning: int) -> dict | None:
     return old
 
 
+def default_out(model: str) -> Path:
+    """One result file per model, all in the same schema (every point names its model)."""
+    name = "deepconf_frontier" if model == "tiny-reasoner" else f"deepconf_frontier_{model}"
+    return RESULTS / f"{name}.json"
+
+
 def run_replay(args) -> dict:
     root = pool_dir(args)
     if not (root / "meta.json").exists():
@@ -381,7 +418,7 @@ def run_replay(args) -> dict:
                          "measured while collecting at batch = pool); summed over questions"}
     data["chosen_lever"] = choose(data["levers"] or [])
     data["verdict"] = verdict(data)
-    out = Path(args.out)
+    out = Path(args.out or default_out(meta["model"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
     if data["points"] or data["tuning"]:
@@ -400,6 +437,9 @@ def parse_args(argv=None):
     ap.add_argument("--top-p", type=float, default=SAMPLING.top_p)
     ap.add_argument("--max-new-tokens", type=int, default=SAMPLING.max_new_tokens)
     ap.add_argument("--k", type=int, default=_DEFAULTS["k"].default, help="confidence top-k")
+    ap.add_argument("--concurrency", type=int, default=1, help="collect: questions in flight "
+                    "at once (each question's wall_s is then measured at batch concurrency x "
+                    "pool)")
     ap.add_argument("--url", help="collect through a running server (else one is started)")
     ap.add_argument("--model-path", default=None, help="model to serve (default: shipped)")
     ap.add_argument("--model-name", default=None, help="name in the results (default: "
@@ -430,7 +470,9 @@ def parse_args(argv=None):
     ap.add_argument("--replays", type=int, default=4, help="seeded trace orders per question")
     ap.add_argument("--subsets", type=int, default=200, help="SC subsets per question and N")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(RESULTS / "deepconf_frontier.json"))
+    ap.add_argument("--out", default=None, help="result JSON (default: results/"
+                    "deepconf_frontier.json for the shipped model, deepconf_frontier_<model>.json "
+                    "for another; the PNG goes beside it)")
     args = ap.parse_args(argv)
     args.model_name = args.model_name or (Path(args.model_path).name.lower() if args.model_path
                                           else "tiny-reasoner")
@@ -443,7 +485,7 @@ def parse_args(argv=None):
             setattr(args, flag, value := [value])
         if not isinstance(value, list) or not value:
             raise UsageError(f"--{flag.replace('_', '-')}: must be a JSON list of objects")
-    for flag in ("questions", "tune_questions", "pool", "replays", "subsets", "window", "k"):
+    for flag in ("questions", "tune_questions", "pool", "concurrency", "replays", "subsets", "window", "k"):
         if getattr(args, flag) <= 0:
             raise UsageError(f"--{flag.replace('_', '-')}: must be > 0")
     return args

@@ -38,7 +38,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--nodes", default=",".join(map(str, NODE_COUNTS)),
                     help="comma list of node counts (1 = plain decoding, always measured)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; "
+                    "a CPU server runs cores - 1)")
+    ap.add_argument("--draft-vocab", type=int, default=0, help="tokens the heads rank (0: all); "
+                    "heads trained with --softmax-vocab seen draft from the tokens seen, ~2,100 "
+                    "for SmolLM2's shipped heads")
     ap.add_argument("--out", default=None, help="also write the cost table here")
     args = ap.parse_args(argv)
     from transformers import AutoModelForCausalLM
@@ -49,12 +53,16 @@ def main(argv=None) -> int:
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     lm = model.get_output_embeddings().weight.detach()
     heads = MedusaHeads(lm.shape[1], lm.shape[0], args.num_heads, shared_lm_head=True,
-                        base_lm_head=lm).fuse()
+                        base_lm_head=lm)
+    if args.draft_vocab:  # its size is what costs: any ids will do
+        gen = torch.Generator().manual_seed(0)
+        heads.set_draft_vocab(torch.randperm(lm.shape[0], generator=gen)[:args.draft_vocab].sort()[0])
+    heads.fuse()
     nodes = sorted({1, *(int(n) for n in args.nodes.split(","))})
     cost = measure_step_cost(model, heads, nodes, args.prefix_len, args.repeats)
     table = {"model": args.model_path, "num_heads": args.num_heads,
              "prefix_len": args.prefix_len, "repeats": args.repeats,
-             "torch_threads": torch.get_num_threads(),
+             "torch_threads": torch.get_num_threads(), "draft_vocab": args.draft_vocab or None,
              "cost_ms": {str(n): round(ms, 2) for n, ms in cost.items()}}
     for n, ms in cost.items():
         print(f"{n:3d} nodes: {ms:7.1f} ms/step ({ms / cost[1]:.2f}x plain)")

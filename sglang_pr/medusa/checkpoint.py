@@ -81,6 +81,8 @@ def save_heads(
         ours["tree"] = [list(t) for t in tree]
     if top_k is not None:
         ours["top_k"] = int(top_k)
+    if heads.draft_vocab is not None:  # sorted ids the heads rank (see MedusaHeads)
+        ours["draft_vocab"] = [int(i) for i in heads.draft_vocab.cpu()]
     cfg = {
         "medusa_num_heads": heads.num_heads,
         "medusa_num_layers": heads.num_layers,
@@ -186,7 +188,8 @@ def load_heads(
     :func:`sglang_pr.medusa.config.resolve_medusa_config` (one place for the decoding side).
     """
     p = Path(path)
-    read_heads_config(p)  # a missing or bad config.json is named before any weight is read
+    config = read_heads_config(p)  # a missing or bad config.json is named before any weight
+    draft_vocab = (config.get("sglang_pr") or {}).get("draft_vocab")
     # safetensors: check from the header, then read; a legacy .pt is read once for both.
     state = None if (p / WEIGHTS_FILE).is_file() else _read_state(p)
     num_heads, num_layers, shared = check_heads(p, hidden_size=hidden_size, vocab_size=vocab_size,
@@ -200,4 +203,10 @@ def load_heads(
             raise MedusaHeadsError(f"Medusa heads {p}: no projections and no base lm_head given")
         # By reference (a server's lm_head may carry padding rows past the vocab: cut them).
         heads.init_from_lm_head(base_lm_head.detach()[:vocab_size].to(device=device, dtype=dtype))
+    if draft_vocab is not None:
+        try:
+            heads.set_draft_vocab(torch.tensor(draft_vocab, dtype=torch.int64))
+        except (ValueError, TypeError) as e:
+            raise MedusaHeadsError(f"Medusa heads {p / CONFIG_FILE}: sglang_pr.draft_vocab: "
+                                   f"{e}") from None
     return heads.eval()

@@ -129,8 +129,9 @@ class MedusaTrainConfig(BaseModel):
     # model keeps its own).
     shared_lm_head: Optional[bool] = Field(None, description="heads reuse the base lm_head")
     # "seen": the training softmax runs over the tokens that occur in the generations only (a
-    # few thousand of SmolLM2's 49,152: ~10x less work per step on a CPU). Calibration and
-    # serving still rank the full vocabulary, so the tree's statistics stay honest.
+    # few thousand of SmolLM2's 49,152: ~10x less work per step on a CPU), and those tokens
+    # become the heads' draft vocabulary (heads.py): serving and calibration rank them only,
+    # so the tree is sized on what the heads will really propose.
     softmax_vocab: Literal["full", "seen"] = "full"
     # Where the self-distillation answers come from: an SGLang server (the default) or this
     # process with transformers (greedy only; see ``local_generate.py`` for when).

@@ -311,6 +311,8 @@ def train_heads(model_path: str, out: str | Path, cfg: MedusaTrainConfig,
     log(f"training {cfg.num_heads} heads on {len(hidden)} positions "
         f"({'shared base lm_head' if shared else 'own projections'})")
     losses = train_loop(heads, hidden, targets, cfg, progress)
+    # the tokens the softmax spanned ("seen"): what the heads learnt to rank, so what they draft
+    heads.set_draft_vocab(softmax_rows(targets, cfg.softmax_vocab)[0])
     acc = topk_accuracy(heads, c_hidden, c_targets, cfg.top_k)
     sizing = None
     if verify_cost is not None:
@@ -320,6 +322,7 @@ def train_heads(model_path: str, out: str | Path, cfg: MedusaTrainConfig,
     report = {
         "config": json.loads(cfg.model_dump_json()),
         "positions": int(len(hidden)),
+        "draft_vocab_size": None if heads.draft_vocab is None else len(heads.draft_vocab),
         "final_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1),
         "calib_top1": [a[0] for a in acc],
         "calib_topk_accuracy": acc,

@@ -132,8 +132,8 @@ def test_merge_keeps_the_top_level_keys_and_adds_the_entry(mq):
     merged = mq.merge_results(_top(), None, _entry())
     assert {k: merged[k] for k in _top()} == _top()  # the shipped model's keys are untouched
     tiny, smol = merged["models"]
-    assert set(tiny) == set(mq.ENTRY_KEYS)
-    assert set(mq.ENTRY_KEYS) <= set(smol)  # same keys, None where not measured
+    assert set(tiny) == set(sys.modules["model_quality_report"].ENTRY_KEYS)
+    assert set(sys.modules["model_quality_report"].ENTRY_KEYS) <= set(smol)  # same keys, None where not measured
     assert (tiny["model"], tiny["majority_at_n"], tiny["auroc_across"]) == \
         ("tiny-reasoner", 0.66, 0.7556)
     assert tiny["truncated_share"] == round(64 / (32 * 200), 4)
@@ -170,3 +170,55 @@ def test_time_budget_scores_a_prefix_of_the_questions(mq):
     assert [o[0]["prompt"] for o in out] == [str(i) for i in range(len(out))]
     full = mq._in_order_until(one, ["a", "b", "c"], replace(cfg, max_sampling_s=0.0))
     assert [o[0]["prompt"] for o in full] == ["a", "b", "c"]
+
+
+def _write_pool(root: Path, model: str, dataset: Path, rows: list[tuple[str, list[str]]]):
+    """A frontier pool (bench_frontier.py collect's layout): meta.json + one file per question
+    of the reported split, each trace's confidence falling where its text is wrong."""
+    from sglang_pr.deepconf.replay import PoolTrace, write_pool_question
+
+    (root / "reported").mkdir(parents=True)
+    (root / "meta.json").write_text(json.dumps({
+        "model": model, "source": [str(dataset), str(dataset)], "temperature": 0.7,
+        "top_p": 1.0, "max_new_tokens": 160, "k": 20, "pool": len(rows[0][1])}))
+    for i, (truth, texts) in enumerate(rows):
+        traces = [PoolTrace(text=t, confidences=(3.0,) * 20 if t.endswith(truth) else
+                            (3.0,) * 10 + (0.5,) * 10, finish_reason={"type": "stop"},
+                            tokens=20) for t in texts]
+        write_pool_question(root / "reported" / f"{i:05d}.json.gz",
+                            {"prompt": f"q{i}", "truth": truth, "wall_s": 2.0,
+                             "traces": traces})
+
+
+def test_from_pool_scores_the_pools_traces_like_a_sampled_run(mq, folder, tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+3?", "answer": "5"}\n'
+                    '{"question": "3+3?", "answer": "6"}\n')
+    pool = tmp_path / "pool"
+    _write_pool(pool, str(folder), data, [("2", ["it is 2", "it is 3", "it is 2", "2"]),
+                                          ("5", ["5", "4", "4", "so 4"])])
+    plan = _plan(mq, "--model-path", str(folder), "--dataset", str(data), "--from-pool",
+                 str(pool))
+    entry = mq.run_dataset(plan)
+    # two of the three questions were collected: scored on those, with the pool's settings
+    assert (entry["n_questions"], entry["samples"], entry["temperature"]) == (2, 4, 0.7)
+    assert entry["pass_at_1"] == pytest.approx((3 / 4 + 1 / 4) / 2)
+    assert entry["majority_at_n"] == pytest.approx(0.5)  # 2 wins, 4 beats 5
+    # the wrong traces' window-16 lowest group is lower: AUROC 1 within and across
+    assert (entry["auroc_within"], entry["auroc_across"]) == (1.0, 1.0)
+    assert entry["sampling_wall_s"] == 4.0 and "frontier pool" in entry["source"]
+
+
+def test_from_pool_of_another_model_or_without_a_dataset_is_refused(mq, folder, tmp_path,
+                                                                    monkeypatch, capsys):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n')
+    pool = tmp_path / "pool"
+    _write_pool(pool, "other-model", data, [("2", ["2", "3"])])
+    plan = _plan(mq, "--model-path", str(folder), "--dataset", str(data), "--from-pool",
+                 str(pool))
+    with pytest.raises(mq.UsageError, match="--from-pool: .* holds other-model"):
+        mq.run_dataset(plan)
+    line = _main_error(mq, monkeypatch, capsys, "--from-pool", str(pool))
+    assert line == (f"model_quality: error: --from-pool {pool}: needs a --dataset run (the "
+                    "shipped task samples its own)")

@@ -5,6 +5,7 @@ questions collected so far with --partial."""
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,36 @@ def test_replay_of_a_partial_pool_needs_the_flag(bench, tmp_path, capsys):
     assert lever["name"] == "low" and lever["fields"]["min_voters"] == 4
     assert [p["budget"] for p in lever["per_budget"]] == [8]
     assert {"budget": 128} == {k: v for k, v in data["not_covered"][0].items() if k == "budget"}
+
+
+def test_concurrent_collect_writes_every_question_and_stops_on_a_failure(bench, tmp_path,
+                                                                        monkeypatch):
+    """--concurrency 3: all questions land in their own files whatever order they finish
+    in; a failing question stops the run (nothing new starts) and keeps the finished ones."""
+    import threading
+
+    lock, calls = threading.Lock(), []
+
+    def fake_sample(url, prompt, args):
+        with lock:
+            calls.append(prompt)
+            n = len(calls)
+        time.sleep(0.05)  # a request takes a while: the failure is seen before all have run
+        if args.questions == 30 and n == 4:
+            raise RuntimeError("server went away")
+        return fake_traces("7", args.pool, n), 0.01 * n
+
+    monkeypatch.setattr(bench, "sample", fake_sample)
+    bench.run_collect(collect_args(bench, tmp_path / "a", "--concurrency", "3"))
+    assert len(calls) == 5
+    assert len(list((tmp_path / "a").glob("*/*.json.gz"))) == 5
+    assert [len(bench.load_split(tmp_path / "a", s)) for s in ("tuning", "reported")] == [2, 3]
+    assert read_pool_question(tmp_path / "a" / "tuning" / "00000.json.gz")["concurrency"] == 3
+    calls.clear()
+    with pytest.raises(RuntimeError, match="server went away"):
+        bench.run_collect(bench.parse_args(["collect", "--url", "http://unused", "--pool-dir",
+                                            str(tmp_path / "b"), "--questions", "30",
+                                            "--tune-questions", "2", "--pool", "8",
+                                            "--concurrency", "2"]))
+    assert len(calls) <= 4 + 2  # at most the two in flight ran on; the rest never started
+    assert len(list((tmp_path / "b").glob("*/*.json.gz"))) == len(calls) - 1

@@ -156,3 +156,17 @@ def test_declared_sharing_must_match_the_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg | {"medusa_shared_lm_head": True}))
     with pytest.raises(MedusaHeadsError, match="medusa_shared_lm_head=True"):
         check_heads(tmp_path, hidden_size=16, vocab_size=20)
+
+
+def test_draft_vocab_round_trips_and_a_bad_one_is_named(tmp_path):
+    heads = trained_heads().set_draft_vocab(torch.tensor([2, 5, 9, 13]))
+    save_heads(tmp_path, heads, base_model="m")
+    loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20).fuse()
+    h = torch.randn(3, 16)
+    assert torch.equal(loaded.topk(h, 2), heads.topk(h, 2))
+    assert set(loaded.topk(h, 2).flatten().tolist()) <= {2, 5, 9, 13}
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["sglang_pr"]["draft_vocab"] = [2, 25]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MedusaHeadsError, match="sglang_pr.draft_vocab: .*distinct ids in"):
+        load_heads(tmp_path, hidden_size=16, vocab_size=20)

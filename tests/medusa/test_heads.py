@@ -1,5 +1,6 @@
 """Medusa heads: identity start, shapes, reference state-dict naming."""
 
+import pytest
 import torch
 
 from sglang_pr.medusa.heads import MedusaHeads
@@ -81,3 +82,28 @@ def test_shared_fused_topk_matches_module_forward():
     h = torch.randn(6, 16)
     want = heads(h).topk(5, dim=-1).indices
     assert torch.equal(heads.fuse().topk(h, 5), want)
+
+
+def test_draft_vocab_ranks_only_its_tokens_fused_and_not():
+    """A draft vocabulary is the full ranking restricted to its ids, with ids (not positions)
+    returned; fused (serving) and module paths agree, for shared and own projections."""
+    torch.manual_seed(1)
+    for heads in (shared_heads(layers=1)[0],
+                  MedusaHeads(16, 50, 3, base_lm_head=torch.randn(50, 16))):
+        h = torch.randn(6, 16)
+        rows = torch.tensor([3, 7, 11, 20, 21, 33, 39])
+        full = heads(h)  # [6, K, 50]
+        want = rows[full[..., rows].topk(4, dim=-1).indices]  # ranked among rows, as ids
+        heads.set_draft_vocab(rows)
+        assert torch.equal(heads.topk(h, 4), want)
+        assert torch.equal(heads.fuse().topk(h, 4), want)
+        assert set(want.flatten().tolist()) <= set(rows.tolist())
+        assert torch.equal(heads.set_draft_vocab(None).fuse().topk(h, 4),
+                           full.topk(4, dim=-1).indices)
+
+
+def test_draft_vocab_must_be_distinct_ids_inside_the_vocab():
+    heads, _ = shared_heads(layers=1)
+    for bad in ([1, 1], [-1, 2], [0, 50], []):
+        with pytest.raises(ValueError, match="draft vocabulary"):
+            heads.set_draft_vocab(torch.tensor(bad, dtype=torch.int64))
