@@ -98,3 +98,37 @@ def base_url(sglang_server) -> str:
 def pytest_report_header(config):
     return f"sglang_pr tests: torch {torch.__version__}, cuda={torch.cuda.is_available()}, " \
            f"SGLANG_PLUGINS={os.environ.get('SGLANG_PLUGINS', '<unset>')}"
+
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
+
+
+def load_benchmark(relpath: str, name: str):
+    """A script under benchmarks/ as a module (they are scripts, not a package), registered
+    in sys.modules under ``name`` while it loads (dataclasses look their module up there)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, relpath))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def benchmark_module():
+    """``benchmark_module("deepconf/bench_frontier.py", "bench_frontier")``; the modules it
+    loaded leave sys.modules when the test module ends."""
+    import sys
+
+    names = []
+
+    def load(relpath: str, name: str):
+        names.append(name)
+        return load_benchmark(relpath, name)
+
+    yield load
+    for name in names:
+        sys.modules.pop(name, None)

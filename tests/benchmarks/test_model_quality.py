@@ -3,7 +3,6 @@ file's layout (top-level shipped keys + a ``models`` list), and the sampling tim
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
@@ -15,17 +14,11 @@ import pytest
 from sglang_pr.data import ARITH_WORDS_HELDOUT
 from sglang_pr.model import SHIPPED_MODEL_DIR
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "model_quality.py"
 
 
 @pytest.fixture(scope="module")
-def mq():
-    spec = importlib.util.spec_from_file_location("model_quality_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def mq(benchmark_module):
+    return benchmark_module("model_quality.py", "model_quality_under_test")
 
 
 @pytest.fixture

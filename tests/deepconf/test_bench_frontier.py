@@ -2,9 +2,7 @@
 keeps what it finished, bad input is one line naming the flag (exit 2), replay takes the
 questions collected so far with --partial."""
 
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -14,16 +12,11 @@ import pytest
 from sglang_pr.deepconf.replay import PoolTrace, read_pool_question
 from sglang_pr.model.task import ANSWER_PREFIX
 
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "deepconf" / "bench_frontier.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_frontier", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_frontier"] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+def bench(benchmark_module):
+    return benchmark_module("deepconf/bench_frontier.py", "bench_frontier")
 
 
 def fake_traces(truth: str, n: int, seed: int) -> list[PoolTrace]:
