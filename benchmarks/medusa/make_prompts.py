@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DATASET = ROOT / "sglang_pr" / "assets" / "datasets" / "arith_words_dev.jsonl"
 OUT = ROOT / "sglang_pr" / "assets" / "smollm2-135m-medusa"
 SEED = 0
-N_TRAIN_ARITH, N_EVAL_ARITH = 48, 12
-N_TRAIN_CHAT, N_EVAL_CHAT = 48, 12
+N_TRAIN_ARITH, N_EVAL_ARITH = 200, 12
+N_TRAIN_CHAT, N_EVAL_CHAT = 240, 12
 
 TEMPLATES = (
     "Explain {t} in two sentences.",
