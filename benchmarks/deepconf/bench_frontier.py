@@ -378,6 +378,9 @@ def run_replay(args) -> dict:
         raise UsageError(f"--pool-dir: no pool at {root} (run `collect` first)")
     meta = json.loads((root / "meta.json").read_text())
     args.model_name = meta["model"]
+    # a pool of a --dataset's questions is read by last_number unless --extractor says otherwise
+    args.extractor = args.extractor or ("last_number" if isinstance(meta.get("source"), list)
+                                        else "task")
     splits = {s: load_split(root, s)[:args.max_questions or None] for s in SPLITS}
     if not splits["reported"] and not (args.partial and splits["tuning"]):
         raise UsageError(f"--pool-dir: {root} has no reported questions yet (--partial "
@@ -447,8 +450,8 @@ def parse_args(argv=None):
     ap.add_argument("--dataset", default=None, help='JSONL of {"question", "answer"} lines '
                     "(the reported split; also the tuning one without --tune-dataset)")
     ap.add_argument("--tune-dataset", default=None, help="JSONL of the tuning split")
-    ap.add_argument("--extractor", default=None, help="answer extractor (task, or last_number "
-                    "with --dataset)")
+    ap.add_argument("--extractor", default=None, help="answer extractor (default: task, or "
+                    "last_number for a --dataset / a pool of a dataset's questions)")
     ap.add_argument("--pool-dir", default=None, help=f"pools (default: under {POOL_ROOT})")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted collect")
     ap.add_argument("--partial", action="store_true", help="replay: the questions collected "
@@ -476,7 +479,8 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     args.model_name = args.model_name or (Path(args.model_path).name.lower() if args.model_path
                                           else "tiny-reasoner")
-    args.extractor = args.extractor or ("last_number" if args.dataset else "task")
+    if args.part == "collect":  # replay takes it from the pool it reads
+        args.extractor = args.extractor or ("last_number" if args.dataset else "task")
     for flag in ("variants", "tune_variants"):
         value = getattr(args, flag)
         if value is None:
