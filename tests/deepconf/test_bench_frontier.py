@@ -152,3 +152,28 @@ def test_concurrent_collect_writes_every_question_and_stops_on_a_failure(bench, 
                                             "--concurrency", "2"]))
     assert len(calls) <= 4 + 2  # at most the two in flight ran on; the rest never started
     assert len(list((tmp_path / "b").glob("*/*.json.gz"))) == len(calls) - 1
+
+
+def test_replay_of_a_dataset_pool_reads_answers_by_last_number_and_names_the_file(bench,
+                                                                                tmp_path):
+    """A pool of a --dataset's questions (a chat model's plain answers) is scored with
+    last_number without the flag, and its results go to a file of the model's own."""
+    root = tmp_path / "pool"
+    write_pool(bench, root, n_tune=0, n_rep=3)
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps(
+        {**meta, "model": "smollm2-135m", "source": ["h.jsonl", "d.jsonl"]}))
+    for i in range(3):  # plain-language answers: no task answer prefix
+        q = read_pool_question(root / "reported" / f"{i:05d}.json.gz")
+        traces = [PoolTrace(f"So the total is {7 if j % 4 else 3}.", (2.0,) * 5,
+                            {"type": "stop"}, 5) for j in range(16)]
+        bench.write_pool_question(root / "reported" / f"{i:05d}.json.gz", {**q, "traces": traces})
+    argv = ["replay", "--pool-dir", str(root), "--ns", "1", "2", "4", "--budgets", "4",
+            "--replays", "1", "--subsets", "20", "--partial"]
+    args = bench.parse_args(argv)
+    assert args.extractor is None and bench.default_out("smollm2-135m").name == \
+        "deepconf_frontier_smollm2-135m.json"
+    data = bench.run_replay(bench.parse_args(argv + ["--out", str(tmp_path / "f.json")]))
+    sc1 = next(p for p in data["points"] if p["method"] == "sc" and p["budget"] == 1)
+    assert sc1["accuracy"] == pytest.approx(0.75, abs=0.1) and sc1["model"] == "smollm2-135m"
+    assert data["settings"]["extractor"] == "last_number"
