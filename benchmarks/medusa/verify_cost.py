@@ -45,6 +45,8 @@ def main(argv=None) -> int:
                     "for SmolLM2's shipped heads")
     ap.add_argument("--out", default=None, help="also write the cost table here")
     args = ap.parse_args(argv)
+    if args.draft_vocab < 0 or (args.threads is not None and args.threads <= 0):
+        ap.error("--draft-vocab must be >= 0 and --threads > 0")
     from transformers import AutoModelForCausalLM
 
     if args.threads:
@@ -55,6 +57,8 @@ def main(argv=None) -> int:
     heads = MedusaHeads(lm.shape[1], lm.shape[0], args.num_heads, shared_lm_head=True,
                         base_lm_head=lm)
     if args.draft_vocab:  # its size is what costs: any ids will do
+        if args.draft_vocab > lm.shape[0]:
+            ap.error(f"--draft-vocab: {args.draft_vocab} exceeds the vocabulary ({lm.shape[0]})")
         gen = torch.Generator().manual_seed(0)
         heads.set_draft_vocab(torch.randperm(lm.shape[0], generator=gen)[:args.draft_vocab].sort()[0])
     heads.fuse()
