@@ -85,21 +85,29 @@ def _server_cpu_s(handle: ServerHandle) -> float:
     return server_cpu_seconds(handle.processes())[0]
 
 
-def _one_run(handle: ServerHandle, prompt: str, n: int, new_tokens: int) -> dict:
-    """One n-way fork: whole-request rates, and decode rates from the scheduler's log."""
-    params = {"temperature": 1.0, "max_new_tokens": new_tokens, "ignore_eos": True, "n": n}
+def timed_generate(handle: ServerHandle, inputs: dict, params: dict, timeout_s: float
+                   ) -> tuple[float, float, list[dict], list[tuple[int, float]]]:
+    """POST /generate ``inputs`` ({"text"} or {"input_ids"}) timed: (wall s, server CPU s, the
+    outputs as a list, the scheduler's decode log lines of that request as (running, tok/s))."""
     offset = handle.log_path.stat().st_size
     c0, t0 = _server_cpu_s(handle), time.perf_counter()
-    r = requests.post(handle.base_url + "/generate", timeout=1800,
-                      json={"text": prompt, "sampling_params": params})
+    r = requests.post(handle.base_url + "/generate", timeout=timeout_s,
+                      json={**inputs, "sampling_params": params})
     wall, cpu = time.perf_counter() - t0, _server_cpu_s(handle) - c0
     r.raise_for_status()
     out = r.json()
-    tokens = sum(o["meta_info"]["completion_tokens"] for o in (out if n > 1 else [out]))
-    assert tokens == n * new_tokens, tokens
     with open(handle.log_path, errors="replace") as f:
         f.seek(offset)
         lines = [(int(a), float(b)) for a, b in _DECODE_LINE.findall(f.read())]
+    return wall, cpu, out if isinstance(out, list) else [out], lines
+
+
+def _one_run(handle: ServerHandle, prompt: str, n: int, new_tokens: int) -> dict:
+    """One n-way fork: whole-request rates, and decode rates from the scheduler's log."""
+    params = {"temperature": 1.0, "max_new_tokens": new_tokens, "ignore_eos": True, "n": n}
+    wall, cpu, out, lines = timed_generate(handle, {"text": prompt}, params, 1800)
+    tokens = sum(o["meta_info"]["completion_tokens"] for o in out)
+    assert tokens == n * new_tokens, tokens
     # Intervals where all n branches decode; the first one may span the branches' extends.
     full = [tps for running, tps in lines if running == n][1:]
     return {"decode_tok_s": statistics.median(full) if full else float("nan"),

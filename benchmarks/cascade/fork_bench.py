@@ -39,10 +39,7 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cascade import RESULTS, merge_rows, plot, targets, _load  # noqa: E402
@@ -81,21 +78,11 @@ def prompt_ids(model: Path, n_tokens: int, path: Path = PROMPT_FILE) -> list[int
 
 def _fork(handle, ids: list[int], n: int, new_tokens: int) -> tuple[float, float, list, list]:
     """One greedy n-way fork: ``(wall s, server CPU s, texts, decode log lines)``."""
-    from e2e_bench import _DECODE_LINE, _server_cpu_s
+    from e2e_bench import timed_generate
 
     params = {"temperature": 0.0, "max_new_tokens": new_tokens, "ignore_eos": True, "n": n}
-    offset = handle.log_path.stat().st_size
-    c0, t0 = _server_cpu_s(handle), time.perf_counter()
-    r = requests.post(handle.base_url + "/generate", timeout=3600,
-                      json={"input_ids": ids, "sampling_params": params})
-    wall, cpu = time.perf_counter() - t0, _server_cpu_s(handle) - c0
-    r.raise_for_status()
-    out = r.json()
-    out = out if isinstance(out, list) else [out]
+    wall, cpu, out, lines = timed_generate(handle, {"input_ids": ids}, params, 3600)
     assert sum(o["meta_info"]["completion_tokens"] for o in out) == n * new_tokens
-    with open(handle.log_path, errors="replace") as f:
-        f.seek(offset)
-        lines = [(int(a), float(b)) for a, b in _DECODE_LINE.findall(f.read())]
     return wall, cpu, [o["text"] for o in out], lines
 
 
