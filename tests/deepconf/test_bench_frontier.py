@@ -3,13 +3,14 @@ keeps what it finished, bad input is one line naming the flag (exit 2), replay t
 questions collected so far with --partial."""
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sglang_pr.deepconf.replay import PoolTrace, read_pool_question
+from sglang_pr.deepconf.replay import PoolTrace, read_pool_question, write_pool_question
 from sglang_pr.model.task import ANSWER_PREFIX
 
 
@@ -45,7 +46,7 @@ def test_an_interrupted_collect_keeps_its_questions_and_resumes(bench, tmp_path,
         sampled.append(prompt)
         return fake_traces("7", args.pool, len(sampled)), 0.1
 
-    monkeypatch.setattr(bench, "sample", fake_sample)
+    monkeypatch.setattr(sys.modules["frontier_collect"], "sample", fake_sample)
     with pytest.raises(KeyboardInterrupt):
         bench.run_collect(collect_args(bench, tmp_path))
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/*.json.gz"))
@@ -73,7 +74,7 @@ def test_a_dataset_too_small_for_the_split_names_the_flag(bench, tmp_path, capsy
     args = bench.parse_args(["collect", "--dataset", str(data), "--questions", "4",
                              "--tune-questions", "2", "--pool-dir", str(tmp_path / "p")])
     with pytest.raises(SystemExit) as ei:
-        bench.dataset_splits(args)
+        sys.modules["frontier_collect"].dataset_splits(args)
     assert ei.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("bench_frontier: --dataset:") and "the split needs 6" in err
@@ -97,7 +98,7 @@ def write_pool(bench, root: Path, n_tune: int, n_rep: int) -> None:
     (root / "meta.json").write_text(json.dumps(meta))
     for split, n in (("tuning", n_tune), ("reported", n_rep)):
         for i in range(n):
-            bench.write_pool_question(root / split / f"{i:05d}.json.gz", {
+            write_pool_question(root / split / f"{i:05d}.json.gz", {
                 "prompt": f"{split}{i}", "truth": "7", "wall_s": 1.0,
                 "traces": fake_traces("7", 16, hash((split, i)) % 1000)})
 
@@ -138,7 +139,7 @@ def test_concurrent_collect_writes_every_question_and_stops_on_a_failure(bench, 
             raise RuntimeError("server went away")
         return fake_traces("7", args.pool, n), 0.01 * n
 
-    monkeypatch.setattr(bench, "sample", fake_sample)
+    monkeypatch.setattr(sys.modules["frontier_collect"], "sample", fake_sample)
     bench.run_collect(collect_args(bench, tmp_path / "a", "--concurrency", "3"))
     assert len(calls) == 5
     assert len(list((tmp_path / "a").glob("*/*.json.gz"))) == 5
@@ -167,7 +168,7 @@ def test_replay_of_a_dataset_pool_reads_answers_by_last_number_and_names_the_fil
         q = read_pool_question(root / "reported" / f"{i:05d}.json.gz")
         traces = [PoolTrace(f"So the total is {7 if j % 4 else 3}.", (2.0,) * 5,
                             {"type": "stop"}, 5) for j in range(16)]
-        bench.write_pool_question(root / "reported" / f"{i:05d}.json.gz", {**q, "traces": traces})
+        write_pool_question(root / "reported" / f"{i:05d}.json.gz", {**q, "traces": traces})
     argv = ["replay", "--pool-dir", str(root), "--ns", "1", "2", "4", "--budgets", "4",
             "--replays", "1", "--subsets", "20", "--partial"]
     args = bench.parse_args(argv)
