@@ -151,7 +151,10 @@ def replay_split(questions: list[dict], args, k: int, variants: list[dict]) -> d
     points = [p for v in variants for p in replay_points(questions, v, args, k, step_s)]
     front = build_frontier(args.model_name, curve, points,
                            sc_wall_s=curve.makespan.sum(axis=0) * step_s, seed=args.seed)
-    return {**front, "step_s": step_s, "n_questions": len(questions)}
+    # questions in flight while collecting (--concurrency): step_s was measured at that x pool
+    batch = max(q.get("concurrency", 1) for q in questions) * max(len(q["traces"])
+                                                                  for q in questions)
+    return {**front, "step_s": step_s, "collect_batch": batch, "n_questions": len(questions)}
 
 
 def reuse_tuning(args, root: Path, n_tuning: int) -> dict | None:
@@ -207,9 +210,11 @@ def run_replay(args) -> dict:
               for s, qs in splits.items() if qs and not (s == "tuning" and reused)}
     if reused:
         result["tuning"] = reused["tuning"]
-    rep = result.get("reported") or {"points": [], "saturation": {}, "step_s": None}
+    rep = result.get("reported") or {"points": [], "saturation": {}, "step_s": None,
+                                     "collect_batch": None}
     data = {**run_metadata(), "model": meta["model"], "points": rep["points"],
             "saturation": rep["saturation"], "step_s": rep["step_s"],
+            "collect_batch": rep["collect_batch"],
             "partial": bool(args.partial or args.max_questions),
             "n_questions": {s: len(qs) for s, qs in splits.items()},
             "tuning": result.get("tuning"), "pool": {**meta, "dir": str(root)},
@@ -225,7 +230,8 @@ def run_replay(args) -> dict:
                 "subsets", "seed", "extractor")},
             "replay_elapsed_s": time.perf_counter() - start,
             "wall_note": "wall_s estimated: replayed decode steps x step_s (seconds per step "
-                         "measured while collecting at batch = pool); summed over questions"}
+                         "measured while collecting, at batch collect_batch = pool x questions "
+                         "in flight); summed over questions"}
     data["chosen_lever"] = choose(data["levers"] or [])
     data["verdict"] = verdict(data)
     out = Path(args.out or default_out(meta["model"]))
