@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from sglang_pr.optional import require_or_exit
+
 SHIPPED_NAME = "tiny-reasoner"
 # The keys every ``models`` entry has (None where a run could not measure one).
 ENTRY_KEYS = ("model", "dataset", "extractor", "n_questions", "samples", "temperature",
@@ -58,6 +60,7 @@ def _short(dataset: str) -> str:
 def plot(result: dict, path: Path) -> None:
     """Left: the shipped model's accuracy by number of steps; right: pass@1 and majority@N of
     every ``models`` entry."""
+    require_or_exit([("matplotlib", "bench", "the plot")])  # main checked it already
     import matplotlib
 
     matplotlib.use("Agg")
