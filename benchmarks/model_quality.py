@@ -358,7 +358,7 @@ def pool_outputs(plan: Plan, root: Path, questions: list[Question]) -> tuple[lis
     """A frontier pool's reported split (``bench_frontier.py collect``) as ``sample_dataset``
     outputs: the same traces, scored instead of sampled again. The pool must hold this model on
     this dataset (its ``meta.json``); its questions are the dataset's first lines, in order."""
-    from sglang_pr.deepconf.replay import read_pool_question
+    from sglang_pr.deepconf.replay import read_pool_split
 
     meta = json.loads((root / "meta.json").read_text())
     source = meta.get("source")
@@ -368,14 +368,11 @@ def pool_outputs(plan: Plan, root: Path, questions: list[Question]) -> tuple[lis
                          f"{plan.model} on {plan.dataset}")
     outputs, wall = [], 0.0
     window = plan.cfg.windows[0]
-    for i, q in enumerate(questions):
-        path = root / "reported" / f"{i:05d}.json.gz"
-        if not path.exists():
-            break
-        rec = read_pool_question(path)
+    for i, (q, rec) in enumerate(zip(questions, read_pool_split(root, "reported",
+                                                                 len(questions)))):
         if rec["truth"] != q.answer:
-            raise UsageError(f"--from-pool: {path} answers {rec['truth']!r}, line {i + 1} of "
-                             f"{plan.dataset} {q.answer!r}")
+            raise UsageError(f"--from-pool: {root}/reported question {i} answers "
+                             f"{rec['truth']!r}, line {i + 1} of {plan.dataset} {q.answer!r}")
         wall += rec["wall_s"]
         outputs.append([{"text": t.text, "tokens": t.tokens,
                          "finish": (t.finish_reason or {}).get("type"),

@@ -51,7 +51,6 @@ from frontier_collect import (  # noqa: E402
     POOL_ROOT,
     SPLITS,
     UsageError,
-    load_split,
     pool_dir,
     run_collect,
 )
@@ -69,7 +68,7 @@ from sglang_pr.deepconf.frontier import (  # noqa: E402
     build_frontier,
     sc_curve,
 )
-from sglang_pr.deepconf.replay import replay_questions  # noqa: E402
+from sglang_pr.deepconf.replay import read_pool_split, replay_questions  # noqa: E402
 from sglang_pr.optional import require_or_exit  # noqa: E402
 from sglang_pr.validation import ConfigError, parse_model  # noqa: E402
 
@@ -191,7 +190,7 @@ def run_replay(args) -> dict:
     # a pool of a --dataset's questions is read by last_number unless --extractor says otherwise
     args.extractor = args.extractor or ("last_number" if isinstance(meta.get("source"), list)
                                         else "task")
-    splits = {s: load_split(root, s)[:args.max_questions or None] for s in SPLITS}
+    splits = {s: read_pool_split(root, s, args.max_questions or None) for s in SPLITS}
     if not splits["reported"] and not (args.partial and splits["tuning"]):
         raise UsageError(f"--pool-dir: {root} has no reported questions yet (--partial "
                          "replays the tuning questions collected so far)")

@@ -197,11 +197,3 @@ def run_collect(args) -> None:
     with launch(model_path=args.model_path, timeout_s=600,
                 env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}) as server:
         collect(server.base_url, todo, root, args)
-
-
-def load_split(root: Path, split: str) -> list[dict]:
-    """The questions of a split collected so far, in order (stops at the first gap)."""
-    out = []
-    while (path := root / split / f"{len(out):05d}.json.gz").exists():
-        out.append(read_pool_question(path))
-    return out

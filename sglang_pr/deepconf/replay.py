@@ -285,3 +285,12 @@ def read_pool_question(path: Path) -> dict:
         record = json.load(f)
     record["traces"] = [PoolTrace.from_dict(t) for t in record["traces"]]
     return record
+
+
+def read_pool_split(root: Path, split: str, limit: Optional[int] = None) -> list[dict]:
+    """A split's questions collected so far, in order (stops at the first gap, or ``limit``)."""
+    out: list[dict] = []
+    while (limit is None or len(out) < limit) and \
+            (path := Path(root) / split / f"{len(out):05d}.json.gz").exists():
+        out.append(read_pool_question(path))
+    return out

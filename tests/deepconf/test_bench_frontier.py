@@ -10,7 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sglang_pr.deepconf.replay import PoolTrace, read_pool_question, write_pool_question
+from sglang_pr.deepconf.replay import (
+    PoolTrace,
+    read_pool_question,
+    read_pool_split,
+    write_pool_question,
+)
 from sglang_pr.model.task import ANSWER_PREFIX
 
 
@@ -143,7 +148,7 @@ def test_concurrent_collect_writes_every_question_and_stops_on_a_failure(bench, 
     bench.run_collect(collect_args(bench, tmp_path / "a", "--concurrency", "3"))
     assert len(calls) == 5
     assert len(list((tmp_path / "a").glob("*/*.json.gz"))) == 5
-    assert [len(bench.load_split(tmp_path / "a", s)) for s in ("tuning", "reported")] == [2, 3]
+    assert [len(read_pool_split(tmp_path / "a", s)) for s in ("tuning", "reported")] == [2, 3]
     assert read_pool_question(tmp_path / "a" / "tuning" / "00000.json.gz")["concurrency"] == 3
     calls.clear()
     with pytest.raises(RuntimeError, match="server went away"):
