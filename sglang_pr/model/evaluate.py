@@ -47,11 +47,13 @@ GAP_WINDOWS = (SHIPPED_MODEL_WINDOW // 2, SHIPPED_MODEL_WINDOW)
 
 @dataclass
 class Trace:
-    """One sampled completion: its text, generated ids (EOS included when it ended) and confidences."""
+    """One sampled completion: its text, generated ids (EOS included when it ended), confidences
+    and each sampled token's untempered log-probability."""
 
     text: str
     token_ids: list[int]
     confs: list[float] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -146,6 +148,7 @@ def generate_batch(
     cache = DynamicCache()
     out_ids = torch.full((batch, max_new_tokens), tokenizer.PAD_ID, dtype=torch.long)
     confs = torch.zeros((batch, max_new_tokens))
+    logprobs = torch.zeros((batch, max_new_tokens))
     done = torch.zeros(batch, dtype=torch.bool)
     n_steps = 0
     for step in range(max_new_tokens):
@@ -157,6 +160,7 @@ def generate_batch(
             nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
         else:
             nxt = logits.argmax(-1)
+        logprobs[:, step] = logp.gather(-1, nxt[:, None]).squeeze(-1)
         nxt = torch.where(done, tokenizer.PAD_ID, nxt)
         out_ids[:, step] = nxt
         done |= nxt == tokenizer.EOS_ID
@@ -166,14 +170,17 @@ def generate_batch(
         ids = nxt[:, None]
         mask = torch.cat([mask, torch.ones((batch, 1), dtype=torch.long)], dim=-1)
         pos = pos[:, -1:] + 1
-    return [_to_trace(out_ids[i, :n_steps].tolist(), confs[i, :n_steps].tolist()) for i in range(batch)]
+    return [
+        _to_trace(out_ids[i, :n_steps].tolist(), confs[i, :n_steps].tolist(), logprobs[i, :n_steps].tolist())
+        for i in range(batch)
+    ]
 
 
-def _to_trace(ids: list[int], confs: list[float]) -> Trace:
+def _to_trace(ids: list[int], confs: list[float], logprobs: list[float]) -> Trace:
     if tokenizer.EOS_ID in ids:
         ids = ids[: ids.index(tokenizer.EOS_ID) + 1]
     text = "".join(tokenizer.CHARS[i - len(tokenizer.SPECIALS)] for i in ids if i >= len(tokenizer.SPECIALS))
-    return Trace(text=text, token_ids=ids, confs=confs[: len(ids)])
+    return Trace(text=text, token_ids=ids, confs=confs[: len(ids)], logprobs=logprobs[: len(ids)])
 
 
 def prompt_ids(problem: task.Problem) -> list[int]:

@@ -68,3 +68,21 @@ def test_trace_finished_only_with_eos():
     assert Trace("x", [40, 2]).finished
     assert not Trace("x", [40, 41]).finished
     assert not Trace("", []).finished
+
+
+def test_sampler_records_each_sampled_tokens_logprob_and_confidence():
+    import torch
+
+    model, _ = ev.load()
+    problems = [P2, Problem(5, (("-", 8), ("*", 3)))]
+    traces = ev.sample_traces(model, problems, 2, temperature=0.7, max_new_tokens=40, seed=3, progress=False)
+    for p, ts in zip(problems, traces):
+        for t in ts:
+            ids = ev.prompt_ids(p) + t.token_ids
+            with torch.inference_mode():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            n = len(ev.prompt_ids(p))
+            want = [logp[n - 1 + i, tok].item() for i, tok in enumerate(t.token_ids)]
+            conf = [-logp[n - 1 + i].topk(ev.CONF_TOP_K).values.mean().item() for i in range(len(t.token_ids))]
+            assert t.logprobs == pytest.approx(want, abs=1e-4)
+            assert t.confs == pytest.approx(conf, abs=1e-3)
