@@ -39,6 +39,7 @@ from sglang_pr.optional import require_or_exit
 RESULTS = Path(__file__).resolve().parent / "results"
 TUNING = (100, 7)  # heldout_set(n, seed) the recipe was chosen on
 MAJORITY_AT = (4, 8, 32)
+DOUBT_LEAD = CalibrateConfig().doubt_lead
 
 
 def questions(n: int) -> list[task.Problem]:
@@ -48,8 +49,7 @@ def questions(n: int) -> list[task.Problem]:
 
 
 def has_doubt(text: str) -> bool:
-    lead = CalibrateConfig().doubt_lead
-    return any(line.startswith(lead) for line in text.split("\n"))
+    return any(line.startswith(DOUBT_LEAD) for line in text.split("\n"))
 
 
 def measure(traces: list[list[evaluate.Trace]], problems: list[task.Problem]) -> dict:
@@ -60,14 +60,17 @@ def measure(traces: list[list[evaluate.Trace]], problems: list[task.Problem]) ->
         "lowest_group_w8": lambda t: summarize(t.confs, 8).lowest_group,
         "sampled_loglik": lambda t: sum(t.logprobs),
     }
-    ks = [k for k in MAJORITY_AT if k <= len(answers[0])]
-    out = {k: score_samples(truths, [a[:k] for a in answers])["majority_at_n"] for k in ks}
-    out = {"pass_at_1": score_samples(truths, answers)["pass_at_1"], **{f"majority_at_{k}": v for k, v in out.items()}}
+    out = {"pass_at_1": score_samples(truths, answers)["pass_at_1"]}
+    for k in (k for k in MAJORITY_AT if k <= len(answers[0])):
+        out[f"majority_at_{k}"] = score_samples(truths, [a[:k] for a in answers])["majority_at_n"]
     for name, fn in scores.items():
         s = score_samples(truths, answers, [[fn(t) for t in ts] for ts in traces])
         out[name] = {k: s[k] for k in ("auroc_within", "auroc_across", "auroc_within_questions")}
-    right = [has_doubt(t.text) for p, ts in zip(problems, traces) for t in ts if task.is_correct(t.text, p)]
-    wrong = [has_doubt(t.text) for p, ts in zip(problems, traces) for t in ts if not task.is_correct(t.text, p)]
+    doubt = {True: [], False: []}  # is the trace right -> has it a doubt line, per trace
+    for truth, ts, ans in zip(truths, traces, answers):
+        for t, a in zip(ts, ans):
+            doubt[a == truth].append(has_doubt(t.text))
+    right, wrong = doubt[True], doubt[False]
     out["doubt_rate"] = {"right": sum(right) / max(1, len(right)), "wrong": sum(wrong) / max(1, len(wrong))}
     out["mean_trace_tokens"] = sum(len(t.token_ids) for ts in traces for t in ts) / sum(map(len, traces))
     return out

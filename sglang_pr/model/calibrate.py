@@ -6,8 +6,8 @@ Why: DeepConf ranks a question's traces by the model's token confidence (-mean l
 the top-k tokens, a property of the *distribution*). On the shipped model the information is
 there but the confidence cannot see it: a wrong trace passes through the same uncertain
 distributions as a right one and differs only in the token it *sampled*, so within a question
-the sampled-token log-likelihood ranks right above wrong traces with AUROC ~0.80 (T 0.6) while
-lowest-group confidence gets ~0.62 (``benchmarks/model_confidence.py``).
+the sampled-token log-likelihood ranks right above wrong traces with AUROC 0.69 / 0.82 (T 0.6 /
+1.0) while lowest-group confidence gets 0.53 / 0.58 (``benchmarks/results/model_confidence.json``).
 
 Recipe (self-labelled, like a model that learns to write "hmm, wait" after a slip):
 
@@ -23,9 +23,10 @@ At decode time the model writes the lead where it believes the step it just wrot
 letters after it are near-uniform, i.e. several tokens of very low confidence inside one group
 window, which is what DeepConf's lowest-group confidence reads.
 
-Without the KL anchor the model forgot its task (pass@1 0.63 -> 0.01); with clean task data
-instead of the anchor it kept training the task (pass@1 -> 0.91, above the 0.75 bar); a doubt
-line at the end of a wrong trace (not after its first wrong step) reached within-AUROC 0.66.
+Variants probed on the tuning questions (unrecorded throwaway runs; team notes): without the KL
+anchor the model forgot its task (pass@1 0.63 -> 0.01); with clean task data instead of the
+anchor it kept training the task (pass@1 -> 0.91, above the 0.75 bar); a doubt line at the end
+of a wrong trace (not after its first wrong step) reached within-AUROC 0.66.
 """
 
 from __future__ import annotations
@@ -186,14 +187,14 @@ def fine_tune(model, ref, examples: list[Example], cfg: CalibrateConfig, progres
 
 def calibrate(base: Path, out: Path, cfg: CalibrateConfig, progress: bool = True) -> dict:
     """Sample, build, fine-tune and save a calibrated copy of ``base`` in ``out``."""
+    import copy
     import shutil
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     start = time.time()
     model, _ = evaluate.load(base)
-    ref, _ = evaluate.load(base)
-    ref.requires_grad_(False)
+    ref = copy.deepcopy(model).requires_grad_(False)  # the frozen base: samples, KL targets
     examples, counts = sample_examples(ref, cfg, progress)
     losses = fine_tune(model, ref, examples, cfg, progress)
     out.mkdir(parents=True, exist_ok=True)

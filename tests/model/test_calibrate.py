@@ -114,3 +114,16 @@ def test_schedule_warms_up_then_decays_linearly_to_zero():
     assert lrs[0] == CFG.lr / CFG.warmup_steps and lrs[CFG.warmup_steps] == CFG.lr
     assert lrs[-1] == pytest.approx(CFG.lr / CFG.decay_steps)
     assert all(a > b for a, b in zip(lrs[-CFG.decay_steps:], lrs[-CFG.decay_steps + 1:]))
+
+
+def test_calibrate_end_to_end_writes_a_loadable_model(tmp_path):
+    from sglang_pr.model import SHIPPED_MODEL_DIR, evaluate
+
+    cfg = replace(CFG, questions=2, samples=2, steps=2, batch_size=4, warmup_steps=1, decay_steps=1, threads=1)
+    meta = cal.calibrate(SHIPPED_MODEL_DIR, tmp_path / "out", cfg, progress=False)
+    assert meta["right"] + meta["wrong"] + meta["unfinished"] == 2 * 2 * len(cfg.temperatures)
+    model, tok = evaluate.load(tmp_path / "out")
+    base, _ = evaluate.load(SHIPPED_MODEL_DIR)
+    assert tok("Q: 1 a+2\nA:\n")["input_ids"][0] == tokenizer.BOS_ID
+    changed = [not torch.equal(a, b) for a, b in zip(model.parameters(), base.parameters())]
+    assert any(changed)  # the saved model is the fine-tuned one, not a copy of the base
