@@ -71,6 +71,9 @@ def add_parser(sub) -> None:
     t.add_argument("--generator", choices=("server", "transformers"), default=None,
                    help="self-distil through an SGLang server (default) or in this process "
                         "with transformers (greedy only)")
+    t.add_argument("--root-input", action="store_true", default=None,
+                   help="the heads also read the root token (the base model's next token), "
+                        "through the base input embedding")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     for flag, (_, typ) in _FIELDS.items():
         t.add_argument(flag, type=typ, default=None)
@@ -85,6 +88,8 @@ def train_config_from_args(args: argparse.Namespace):
         fields["generator"] = args.generator
     if args.softmax_vocab:
         fields["softmax_vocab"] = args.softmax_vocab
+    if args.root_input:
+        fields["root_input"] = True
     if args.lm_head != "auto":
         fields["shared_lm_head"] = args.lm_head == "shared"
     if args.temperatures:

@@ -11,7 +11,8 @@ What we add to config.json is optional for readers: ``hidden_size`` and ``vocab_
 mismatch is named before any weight is read), ``medusa_shared_lm_head`` (true: the heads
 project through the base model's lm_head, so the file holds no ``{k}.{L}.weight``; see
 ``heads.py`` for why real vocabularies use it) and ``sglang_pr`` with the calibrated ``tree``
-and ``top_k`` the heads were trained with. Checkpoints whose heads have no projection of their
+and ``top_k`` the heads were trained with, and ``medusa_root_input`` (true: the heads also
+read the root token, ``root_proj.weight`` [H, H]; see ``heads.py``). Checkpoints whose heads have no projection of their
 own (the first Medusa release shared the base lm_head) load as shared heads too, config field
 or not: the base lm_head is used by reference, never copied per head.
 """
@@ -32,7 +33,8 @@ from sglang_pr.medusa.heads import MedusaHeads
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "medusa_lm_head.safetensors"
 LEGACY_WEIGHTS_FILE = "medusa_lm_head.pt"
-_KEY = re.compile(r"^(\d+)\.(\d+)\.(linear\.weight|linear\.bias|weight)$")
+_KEY = re.compile(r"^((\d+)\.(\d+)\.(linear\.weight|linear\.bias|weight)|root_proj\.weight)$")
+ROOT_KEY = "root_proj.weight"
 
 
 class MedusaHeadsError(ValueError):
@@ -90,6 +92,7 @@ def save_heads(
         "hidden_size": heads.hidden_size,
         "vocab_size": heads.vocab_size,
         "medusa_shared_lm_head": heads.shared_lm_head,
+        **({"medusa_root_input": True} if heads.root_input else {}),
         "version": "2",
         "sglang_pr": ours,
     }
@@ -156,6 +159,7 @@ def check_heads(path: str | Path, *, hidden_size: int, vocab_size: int,
             f"Medusa heads {p}: config.json says medusa_shared_lm_head={bool(declared)} but the "
             f"weights {'lack' if shared else 'hold'} per-head projections"
         )
+    _check_root(p, cfg, shapes, hidden)
     for k in range(num_heads):
         for j in range(num_layers):
             if shapes.get(f"{k}.{j}.linear.weight") != (hidden, hidden):
@@ -173,12 +177,25 @@ def check_heads(path: str | Path, *, hidden_size: int, vocab_size: int,
     return num_heads, num_layers, shared
 
 
+def _check_root(p: Path, cfg: dict, shapes: dict, hidden: int) -> None:
+    """config.json's medusa_root_input and root_proj.weight agree, and the latter is H x H."""
+    declared, held = bool(cfg.get("medusa_root_input", False)), ROOT_KEY in shapes
+    if declared != held:
+        raise MedusaHeadsError(f"Medusa heads {p}: config.json says medusa_root_input="
+                               f"{declared} but the weights {'hold' if held else 'lack'} "
+                               f"'{ROOT_KEY}'")
+    if held and shapes[ROOT_KEY] != (hidden, hidden):
+        raise MedusaHeadsError(f"Medusa heads {p}: {ROOT_KEY} is {shapes[ROOT_KEY]}, needs "
+                               f"{hidden}x{hidden}")
+
+
 def load_heads(
     path: str | Path,
     *,
     hidden_size: int,
     vocab_size: int,
     base_lm_head: Optional[torch.Tensor] = None,
+    base_embedding: Optional[torch.Tensor] = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> MedusaHeads:
@@ -195,7 +212,9 @@ def load_heads(
     num_heads, num_layers, shared = check_heads(p, hidden_size=hidden_size, vocab_size=vocab_size,
                                                 state=state)
     state = state if state is not None else _read_state(p)
-    heads = MedusaHeads(hidden_size, vocab_size, num_heads, num_layers, shared_lm_head=shared)
+    root_input = bool(config.get("medusa_root_input", False))
+    heads = MedusaHeads(hidden_size, vocab_size, num_heads, num_layers, shared_lm_head=shared,
+                        root_input=root_input)
     heads.import_state_dict({k: v.float() for k, v in state.items()})
     heads = heads.to(device=device, dtype=dtype)
     if shared:
@@ -203,6 +222,11 @@ def load_heads(
             raise MedusaHeadsError(f"Medusa heads {p}: no projections and no base lm_head given")
         # By reference (a server's lm_head may carry padding rows past the vocab: cut them).
         heads.init_from_lm_head(base_lm_head.detach()[:vocab_size].to(device=device, dtype=dtype))
+    if root_input:
+        if base_embedding is None:
+            raise MedusaHeadsError(f"Medusa heads {p}: they read the root token "
+                                   f"(medusa_root_input) but no base input embedding was given")
+        heads.set_embedding(base_embedding.detach()[:vocab_size].to(device=device, dtype=dtype))
     if draft_vocab is not None:
         try:
             heads.set_draft_vocab(torch.tensor(draft_vocab, dtype=torch.int64))

@@ -136,6 +136,9 @@ class MedusaTrainConfig(BaseModel):
     # Where the self-distillation answers come from: an SGLang server (the default) or this
     # process with transformers (greedy only; see ``local_generate.py`` for when).
     generator: Literal["server", "transformers"] = "server"
+    # The heads also read the root token's embedding (heads.py says why). Off by default: the
+    # reference Medusa layout, which the shipped tiny model's heads keep.
+    root_input: bool = False
 
     @model_validator(mode="after")
     def _local_is_greedy(self):

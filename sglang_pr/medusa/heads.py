@@ -25,9 +25,19 @@ Draft vocabulary (``set_draft_vocab``, optional): the heads rank only V' chosen 
 only has to be plausible (verification keeps the output exact), and heads trained with their
 softmax over the tokens seen in training (``medusa train --softmax-vocab seen``) rank only
 those anyway. Serving then projects through V' rows, gathered once and stored transposed, not
-the whole lm_head: for SmolLM2 2,056 of 49,152 rows, so the heads' part of a verify step stops
-re-reading 113 MB (with it, a 2-node verify step costs 1.11x a plain one on 2 CPU
-cores: ``benchmarks/results/medusa_verify_cost.json``).
+the whole lm_head: for SmolLM2 5,285 of 49,152 rows, so the heads' part of a verify step stops
+re-reading 113 MB (with it, a 2-node verify step costs 1.14x a plain one at one thread:
+``benchmarks/results/medusa_verify_cost.json``).
+
+Root-token input (``root_input``, optional; off in the reference layout): every head also reads
+the embedding of the token its hidden state is followed by, the tree's root (the base model's
+own next token, known when the heads run), through one shared zero-initialised [H, H]
+projection: x = h + P·E[root] (E: the base model's input embedding, held by reference like the
+shared lm_head). A plain head must guess the root as well as the token after it; with the root
+given, head 1's held-out top-1 on SmolLM2 went 0.52 -> 0.63 on the same 93,014 positions
+(tokens per verify step: 1.62 for the earlier plain heads, 1.95 for these; README). EAGLE's and
+Hydra's first draft step reads the sampled token the same way. On disk: ``root_proj.weight``
+and ``"medusa_root_input": true`` in config.json.
 """
 
 from __future__ import annotations
@@ -63,6 +73,8 @@ class MedusaHeads(nn.Module):
         num_layers: int = 1,
         base_lm_head: Optional[torch.Tensor] = None,
         shared_lm_head: bool = False,
+        root_input: bool = False,
+        base_embedding: Optional[torch.Tensor] = None,
     ):
         super().__init__()
         self.hidden_size, self.vocab_size = hidden_size, vocab_size
@@ -78,9 +90,16 @@ class MedusaHeads(nn.Module):
         # state_dict or parameters(), so it is neither saved nor trained).
         self.register_buffer("lm_head", None, persistent=False)
         self.register_buffer("draft_vocab", None, persistent=False)  # [V'] int64, or None
+        self.root_input = root_input
+        if root_input:  # zero: untrained, the heads ignore the root
+            self.root_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+            nn.init.zeros_(self.root_proj.weight)
+        self.register_buffer("embedding", None, persistent=False)  # [V, H] by reference
         self._fused: Optional[tuple] = None
         if base_lm_head is not None:
             self.init_from_lm_head(base_lm_head)
+        if base_embedding is not None:
+            self.set_embedding(base_embedding)
 
     def init_from_lm_head(self, weight: torch.Tensor) -> None:
         """Own projections: copy the base lm_head [V, H] into each. Shared: keep a reference."""
@@ -95,6 +114,23 @@ class MedusaHeads(nn.Module):
         with torch.no_grad():
             for head in self.heads:
                 head[-1].weight.copy_(weight)
+
+    def set_embedding(self, weight: torch.Tensor) -> None:
+        """The base model's input embedding [V, H] (root_input heads read E[root]); by reference."""
+        if tuple(weight.shape) != (self.vocab_size, self.hidden_size):
+            raise ValueError(f"embedding shape {tuple(weight.shape)} != (vocab "
+                             f"{self.vocab_size}, hidden {self.hidden_size})")
+        self.embedding = weight.detach()
+        self._fused = None
+
+    def _with_root(self, hidden: torch.Tensor, root: Optional[torch.Tensor]) -> torch.Tensor:
+        """h [N, H] -> h + P·E[root] (root [N] int64) for root_input heads, else h."""
+        if not self.root_input:
+            return hidden
+        if root is None or self.embedding is None:
+            raise RuntimeError("root_input Medusa heads need the root tokens and "
+                               "set_embedding(base input embedding)")
+        return hidden + self.root_proj(self.embedding[root].to(hidden.dtype))
 
     def set_draft_vocab(self, ids: Optional[torch.Tensor]) -> "MedusaHeads":
         """Rank only these token ids ([V'], distinct, < vocab_size); None: the whole vocab.
@@ -123,13 +159,16 @@ class MedusaHeads(nn.Module):
             weight = self.heads[k][-1].weight
         return x @ (weight if rows is None else weight[rows]).T
 
-    def forward(self, hidden: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, rows: Optional[torch.Tensor] = None,
+                root: Optional[torch.Tensor] = None) -> torch.Tensor:
         """hidden [N, H] (post final-norm, as the lm_head sees it) -> logits [N, K, V].
 
         ``rows`` [V'] int64: logits of those vocabulary entries only ([N, K, V']), for a
-        softmax restricted to a sub-vocabulary while training (``train.py``).
+        softmax restricted to a sub-vocabulary while training (``train.py``). ``root`` [N]
+        int64: the token after each hidden state's position (needed by root_input heads).
         """
-        return torch.stack([self._project(k, self._blocks(k)(hidden), rows)
+        x = self._with_root(hidden, root)
+        return torch.stack([self._project(k, self._blocks(k)(x), rows)
                             for k in range(self.num_heads)], dim=1)
 
     @torch.no_grad()
@@ -155,15 +194,16 @@ class MedusaHeads(nn.Module):
         return self
 
     @torch.no_grad()
-    def topk(self, hidden: torch.Tensor, k: int) -> torch.Tensor:
-        """[N, H] -> [N, K, k] int64 ranked candidate tokens per head (token ids, within the
-        draft vocabulary when one is set)."""
+    def topk(self, hidden: torch.Tensor, k: int, root: Optional[torch.Tensor] = None
+             ) -> torch.Tensor:
+        """[N, H] (+ root [N] for root_input heads) -> [N, K, k] int64 ranked candidate tokens
+        per head (token ids, within the draft vocabulary when one is set)."""
         rows = self.draft_vocab
         if self._fused is None:
-            ranked = self.forward(hidden, rows).topk(k, dim=-1).indices  # [N, K, k]
+            ranked = self.forward(hidden, rows, root).topk(k, dim=-1).indices  # [N, K, k]
             return ranked if rows is None else rows[ranked]
         blocks, proj_t = self._fused
-        x = hidden.unsqueeze(0).expand(self.num_heads, -1, -1)  # [K, N, H]
+        x = self._with_root(hidden, root).unsqueeze(0).expand(self.num_heads, -1, -1)  # [K,N,H]
         for w, b in blocks:
             x = x + torch.nn.functional.silu(torch.baddbmm(b, x, w.transpose(1, 2)))
         logits = torch.matmul(x, proj_t)  # [K, N, V or V']
@@ -177,4 +217,5 @@ class MedusaHeads(nn.Module):
                 self.state_dict().items()}
 
     def import_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict({f"heads.{k}": v for k, v in state.items()}, strict=True)
+        self.load_state_dict({k if k.startswith("root_proj.") else f"heads.{k}": v
+                              for k, v in state.items()}, strict=True)

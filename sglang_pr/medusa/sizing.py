@@ -95,7 +95,8 @@ def measure_step_cost(model, heads, node_counts: Sequence[int], prefix_len: int 
             logits = model.lm_head(hidden)  # [n, V]: the verify logits of every node
             logits.argmax(-1)
             if n > 1:
-                heads.topk(hidden[-1:], 10)
+                root = logits[-1:].argmax(-1) if heads.root_input else None
+                heads.topk(hidden[-1:], 10, root)
             times[n].append((time.perf_counter() - t0) * 1000)
             cache.crop(prefix_len)
     return {n: min(v) for n, v in times.items()}

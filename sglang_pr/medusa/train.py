@@ -97,13 +97,14 @@ def to_sequences(tokenizer, prompts: list[str], outputs: list[dict]) -> list[Seq
 
 @torch.no_grad()
 def featurise(model, seqs: list[Sequence_], num_heads: int, progress: bool = True):
-    """Hidden states [N, H] float32 and targets [N, K] int64 (-100 past the end).
+    """Hidden states [N, H] float32, targets [N, K] int64 (-100 past the end), roots [N] int64.
 
     Position t of a sequence contributes when t >= prompt_len - 1 (the heads first run on the
-    last prompt token) and t + 2 <= len - 1 (head 1 has a target); target k is ids[t + k + 1].
+    last prompt token) and t + 2 <= len - 1 (head 1 has a target); target k is ids[t + k + 1]
+    and the root (the token the base model puts after t, read by root_input heads) ids[t + 1].
     """
     decoder = model.get_decoder()
-    hs, ts = [], []
+    hs, ts, rs = [], [], []
     for s in tqdm(seqs, desc="featurise", disable=not progress):
         ids = torch.tensor([s.ids])
         h = decoder(input_ids=ids).last_hidden_state[0].float()  # [T, H], post final norm
@@ -119,7 +120,8 @@ def featurise(model, seqs: list[Sequence_], num_heads: int, progress: bool = Tru
             tgt[ok, k] = full[idx[ok]]
         hs.append(h[pos])
         ts.append(tgt)
-    return torch.cat(hs), torch.cat(ts)
+        rs.append(full[pos + 1])
+    return torch.cat(hs), torch.cat(ts), torch.cat(rs)
 
 
 def head_loss(
@@ -151,7 +153,8 @@ def softmax_rows(targets: torch.Tensor, vocab: str
 
 
 def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
-               cfg: MedusaTrainConfig, progress: bool = True) -> list[float]:
+               cfg: MedusaTrainConfig, progress: bool = True,
+               roots: Optional[torch.Tensor] = None) -> list[float]:
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(hidden) / cfg.batch_size)
@@ -166,7 +169,8 @@ def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
         order = torch.randperm(len(hidden), generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss, parts = head_loss(heads(hidden[idx], rows), targets[idx], cfg.loss_decay)
+            root = None if roots is None else roots[idx]
+            loss, parts = head_loss(heads(hidden[idx], rows, root), targets[idx], cfg.loss_decay)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -181,9 +185,9 @@ def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
 
 @torch.no_grad()
 def topk_accuracy(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
-                  top_k: int) -> list[list[float]]:
+                  top_k: int, roots: Optional[torch.Tensor] = None) -> list[list[float]]:
     """acc[k][r] = P(head k+1's rank-r candidate is the target), over valid positions."""
-    ranked = heads.topk(hidden, top_k)  # [N, K, top_k]
+    ranked = heads.topk(hidden, top_k, roots)  # [N, K, top_k]
     acc = []
     for k in range(ranked.shape[1]):
         valid = targets[:, k] >= 0
@@ -301,19 +305,21 @@ def train_heads(model_path: str, out: str | Path, cfg: MedusaTrainConfig,
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     seqs = list(itertools.chain.from_iterable(to_sequences(tokenizer, prompts, o) for _, o in gens))
-    hidden, targets = featurise(model, seqs, cfg.num_heads, progress)
-    c_hidden, c_targets = featurise(model, to_sequences(tokenizer, calib, calib_out),
-                                    cfg.num_heads, progress)
+    hidden, targets, roots = featurise(model, seqs, cfg.num_heads, progress)
+    c_hidden, c_targets, c_roots = featurise(model, to_sequences(tokenizer, calib, calib_out),
+                                             cfg.num_heads, progress)
     lm_head = model.get_output_embeddings().weight.detach().float()
     shared = cfg.use_shared_lm_head(hidden.shape[1], lm_head.shape[0])
     heads = MedusaHeads(hidden.shape[1], lm_head.shape[0], cfg.num_heads, cfg.num_layers,
-                        base_lm_head=lm_head, shared_lm_head=shared)
+                        base_lm_head=lm_head, shared_lm_head=shared, root_input=cfg.root_input,
+                        base_embedding=model.get_input_embeddings().weight.detach().float())
     log(f"training {cfg.num_heads} heads on {len(hidden)} positions "
-        f"({'shared base lm_head' if shared else 'own projections'})")
-    losses = train_loop(heads, hidden, targets, cfg, progress)
+        f"({'shared base lm_head' if shared else 'own projections'}"
+        f"{', root-token input' if cfg.root_input else ''})")
+    losses = train_loop(heads, hidden, targets, cfg, progress, roots)
     # the tokens the softmax spanned ("seen"): what the heads learnt to rank, so what they draft
     heads.set_draft_vocab(softmax_rows(targets, cfg.softmax_vocab)[0])
-    acc = topk_accuracy(heads, c_hidden, c_targets, cfg.top_k)
+    acc = topk_accuracy(heads, c_hidden, c_targets, cfg.top_k, c_roots)
     sizing = None
     if verify_cost is not None:
         tree, sizing = choose_tree(acc, verify_cost)

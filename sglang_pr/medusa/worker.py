@@ -76,11 +76,14 @@ class MedusaWorker(BaseSpecWorker):
         model = self.model_runner.model
         lm_head = getattr(getattr(model, "lm_head", None), "weight", None)
         self.lm_head_weight = lm_head  # DeepConf's first-token confidence (confidence_bridge)
+        get_embed = getattr(model, "get_input_embeddings", None)
+        embedding = getattr(get_embed() if get_embed else None, "weight", None)
         heads = load_heads(
             path,
             hidden_size=mc.hidden_size,
             vocab_size=mc.vocab_size,
             base_lm_head=lm_head,
+            base_embedding=embedding,
             device=self.device,
             dtype=self.model_runner.dtype,
         )
@@ -129,7 +132,9 @@ class MedusaWorker(BaseSpecWorker):
         )
         hidden = res.logits_output.hidden_states  # [bs, H]: last prompt position per request
         confidence_bridge.publish_extend(batch, hidden, self.lm_head_weight)
-        head_topk = self.heads.topk(hidden.to(self.heads_dtype), self.config.top_k)
+        # root: the token just sampled after the prompt, the next tree's root
+        head_topk = self.heads.topk(hidden.to(self.heads_dtype), self.config.top_k,
+                                    res.next_token_ids.long())
         res.next_draft_input = MedusaSpecInput.carry(head_topk, self.draft_token_num)
         res.new_seq_lens = batch.seq_lens
         res.speculative_num_draft_tokens = self.draft_token_num
@@ -182,8 +187,10 @@ class MedusaWorker(BaseSpecWorker):
         self._commit_kv(out_cache_loc, vr)
         last_hidden = out.hidden_states.view(bs, n, -1)[
             torch.arange(bs, device=self.device), vr.last_node
-        ]
-        next_topk = self.heads.topk(last_hidden.to(self.heads_dtype), self.config.top_k)
+        ]  # [bs, H]
+        rows = torch.arange(bs, device=self.device)
+        bonus = vr.accept_tokens[rows, vr.num_drafts]  # [bs]: the next tree's root
+        next_topk = self.heads.topk(last_hidden.to(self.heads_dtype), self.config.top_k, bonus)
         if batch.return_logprob:
             compute_spec_logprobs(batch, out, vr.predict_flat, accept_index=vr.accept_index_flat)
         confidence_bridge.publish_verify(batch, logits, vr)

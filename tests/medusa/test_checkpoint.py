@@ -170,3 +170,30 @@ def test_draft_vocab_round_trips_and_a_bad_one_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(MedusaHeadsError, match="sglang_pr.draft_vocab: .*distinct ids in"):
         load_heads(tmp_path, hidden_size=16, vocab_size=20)
+
+
+def test_root_input_heads_round_trip_and_are_checked(tmp_path):
+    torch.manual_seed(0)
+    lm, emb = torch.randn(20, 16), torch.randn(20, 16)
+    heads = MedusaHeads(16, 20, 2, base_lm_head=lm, shared_lm_head=True, root_input=True,
+                        base_embedding=emb)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    save_heads(tmp_path, heads, base_model="m")
+    assert json.loads((tmp_path / "config.json").read_text())["medusa_root_input"] is True
+    loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm,
+                        base_embedding=emb)
+    h, root = torch.randn(3, 16), torch.tensor([1, 5, 19])
+    torch.testing.assert_close(loaded(h, root=root), heads(h, root=root))
+    with pytest.raises(MedusaHeadsError, match="no base input embedding"):
+        load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg | {"medusa_root_input": False}))
+    with pytest.raises(MedusaHeadsError, match="medusa_root_input=False but the weights hold"):
+        check_heads(tmp_path, hidden_size=16, vocab_size=20)
+    state = heads.export_state_dict() | {"root_proj.weight": torch.zeros(16, 8)}
+    save_file(state, str(tmp_path / "medusa_lm_head.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MedusaHeadsError, match="root_proj.weight is \\(16, 8\\)"):
+        check_heads(tmp_path, hidden_size=16, vocab_size=20)

@@ -107,3 +107,55 @@ def test_draft_vocab_must_be_distinct_ids_inside_the_vocab():
     for bad in ([1, 1], [-1, 2], [0, 50], []):
         with pytest.raises(ValueError, match="draft vocabulary"):
             heads.set_draft_vocab(torch.tensor(bad, dtype=torch.int64))
+
+
+def root_heads(hidden=16, vocab=40, k=3, layers=1, seed=3):
+    torch.manual_seed(seed)
+    lm, emb = torch.randn(vocab, hidden), torch.randn(vocab, hidden)
+    heads = MedusaHeads(hidden, vocab, k, num_layers=layers, base_lm_head=lm,
+                        shared_lm_head=True, root_input=True, base_embedding=emb)
+    return heads, lm, emb
+
+
+def test_root_input_starts_as_plain_heads_and_reads_the_root_embedding():
+    heads, lm, emb = root_heads()
+    plain = MedusaHeads(16, 40, 3, base_lm_head=lm, shared_lm_head=True)
+    plain.import_state_dict({k: v for k, v in heads.export_state_dict().items()
+                             if not k.startswith("root_proj.")})
+    h, root = torch.randn(5, 16), torch.tensor([0, 3, 3, 39, 7])
+    torch.testing.assert_close(heads(h, root=root), plain(h))  # P = 0 at start
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    x = h + emb[root] @ heads.root_proj.weight.T  # x = h + P E[root], then the plain heads
+    for k in range(3):
+        torch.testing.assert_close(heads(h, root=root)[:, k], heads.heads[k](x) @ lm.T)
+    assert heads.embedding.data_ptr() == emb.data_ptr()  # by reference, never saved
+    assert "root_proj.weight" in heads.export_state_dict()
+    assert all(p.shape != emb.shape for p in heads.parameters())
+
+
+def test_root_input_fused_topk_matches_module_forward_with_draft_vocab():
+    heads, _, _ = root_heads(layers=2)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    h, root = torch.randn(6, 16), torch.tensor([1, 2, 3, 4, 5, 6])
+    want = heads(h, root=root).topk(5, dim=-1).indices
+    assert torch.equal(heads.topk(h, 5, root), want)
+    assert torch.equal(heads.fuse().topk(h, 5, root), want)
+    rows = torch.tensor([0, 4, 9, 13, 21, 30, 35, 38])
+    want_rows = rows[heads(h, root=root)[..., rows].topk(3, dim=-1).indices]
+    assert torch.equal(heads.set_draft_vocab(rows).fuse().topk(h, 3, root), want_rows)
+
+
+def test_root_input_without_root_or_embedding_is_an_error():
+    heads, _, _ = root_heads()
+    with pytest.raises(RuntimeError, match="root tokens"):
+        heads.topk(torch.randn(2, 16), 3)
+    bare = MedusaHeads(16, 40, 2, base_lm_head=torch.randn(40, 16), shared_lm_head=True,
+                       root_input=True)
+    with pytest.raises(RuntimeError, match="set_embedding"):
+        bare(torch.randn(2, 16), root=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="embedding shape"):
+        bare.set_embedding(torch.randn(39, 16))

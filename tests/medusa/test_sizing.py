@@ -44,6 +44,9 @@ def test_measure_step_cost_gives_one_positive_median_per_size():
                       num_attention_heads=2, num_key_value_heads=1, head_dim=8)
     model = LlamaForCausalLM(cfg).eval()
     lm = model.lm_head.weight.detach()
-    heads = MedusaHeads(16, 30, 2, base_lm_head=lm, shared_lm_head=True).fuse()
-    cost = measure_step_cost(model, heads, (1, 3), prefix_len=8, repeats=2)
-    assert set(cost) == {1, 3} and all(v > 0 for v in cost.values())
+    for root_input in (False, True):  # root_input heads get the step's own next token
+        heads = MedusaHeads(16, 30, 2, base_lm_head=lm, shared_lm_head=True,
+                            root_input=root_input,
+                            base_embedding=model.get_input_embeddings().weight.detach()).fuse()
+        cost = measure_step_cost(model, heads, (1, 3), prefix_len=8, repeats=2)
+        assert set(cost) == {1, 3} and all(v > 0 for v in cost.values())

@@ -31,10 +31,11 @@ def tiny_llama():
 def test_featurise_targets_are_shifted_by_k_plus_one():
     model = tiny_llama()
     seq = Sequence_(ids=[1, 5, 6, 7, 8, 9, 10, 11], prompt_len=3)
-    hidden, targets = featurise(model, [seq], num_heads=3, progress=False)
+    hidden, targets, roots = featurise(model, [seq], num_heads=3, progress=False)
     # positions 2 .. 5 (last prompt token .. len - 3). The base lm_head on h_t predicts
-    # ids[t + 1]; head k (1-based) predicts ids[t + k + 1], e.g. t = 2: 8, 9, 10.
+    # ids[t + 1] (the root); head k (1-based) predicts ids[t + k + 1], e.g. t = 2: 8, 9, 10.
     assert targets.tolist() == [[8, 9, 10], [9, 10, 11], [10, 11, -100], [11, -100, -100]]
+    assert roots.tolist() == [7, 8, 9, 10]
     full = model.get_decoder()(input_ids=torch.tensor([seq.ids])).last_hidden_state[0]
     torch.testing.assert_close(hidden, full[2:6])
 
@@ -139,3 +140,24 @@ def test_transformers_generator_is_greedy_only():
     assert MedusaTrainConfig(generator="transformers", temperatures=(0.0,))
     with pytest.raises(ValidationError, match="greedily"):
         MedusaTrainConfig(generator="transformers")
+
+
+def test_root_input_learns_what_the_hidden_state_cannot_tell():
+    """Targets that depend on the root token only (hidden states are noise): plain heads stay
+    near chance, root_input heads learn them."""
+    torch.manual_seed(0)
+    vocab, hidden, n = 12, 16, 768
+    emb = torch.randn(vocab, hidden)
+    roots = torch.randint(0, vocab, (n,))
+    h = torch.randn(n, hidden)
+    targets = torch.stack([(roots + k + 1) % vocab for k in range(2)], dim=1)
+    cfg = MedusaTrainConfig(num_heads=2, epochs=20, batch_size=64, lr=1e-2, root_input=True)
+    acc = {}
+    for root_input in (False, True):
+        torch.manual_seed(1)
+        heads = MedusaHeads(hidden, vocab, 2, base_lm_head=torch.randn(vocab, hidden) * 0.1,
+                            root_input=root_input, base_embedding=emb)
+        train_loop(heads, h, targets, cfg, progress=False, roots=roots)
+        acc[root_input] = topk_accuracy(heads, h, targets, top_k=1, roots=roots)
+    assert acc[True][0][0] > 0.9 and acc[True][1][0] > 0.9
+    assert acc[False][0][0] < 0.5
