@@ -45,6 +45,8 @@ def main(argv=None) -> int:
                     "for SmolLM2's shipped heads")
     ap.add_argument("--root-input", action="store_true",
                     help="heads that also read the root token (medusa train --root-input)")
+    ap.add_argument("--chain-input", action="store_true",
+                    help="heads run one after the other (medusa train --chain-input)")
     ap.add_argument("--out", default=None, help="also write the cost table here")
     args = ap.parse_args(argv)
     if args.draft_vocab < 0 or (args.threads is not None and args.threads <= 0):
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
     lm = model.get_output_embeddings().weight.detach()
     heads = MedusaHeads(lm.shape[1], lm.shape[0], args.num_heads, shared_lm_head=True,
                         base_lm_head=lm, root_input=args.root_input,
+                        chain_input=args.chain_input,
                         base_embedding=model.get_input_embeddings().weight.detach())
     if args.draft_vocab:  # its size is what costs: any ids will do
         if args.draft_vocab > lm.shape[0]:
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     table = {"model": args.model_path, "num_heads": args.num_heads,
              "prefix_len": args.prefix_len, "repeats": args.repeats,
              "torch_threads": torch.get_num_threads(), "draft_vocab": args.draft_vocab or None,
-             "root_input": args.root_input,
+             "root_input": args.root_input, "chain_input": args.chain_input,
              "cost_ms": {str(n): round(ms, 2) for n, ms in cost.items()}}
     for n, ms in cost.items():
         print(f"{n:3d} nodes: {ms:7.1f} ms/step ({ms / cost[1]:.2f}x plain)")

@@ -74,6 +74,9 @@ def add_parser(sub) -> None:
     t.add_argument("--root-input", action="store_true", default=None,
                    help="the heads also read the root token (the base model's next token), "
                         "through the base input embedding")
+    t.add_argument("--chain-input", action="store_true", default=None,
+                   help="head k >= 2 also reads the token it follows (the previous head's "
+                        "top-1 draft when serving)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     for flag, (_, typ) in _FIELDS.items():
         t.add_argument(flag, type=typ, default=None)
@@ -90,6 +93,8 @@ def train_config_from_args(args: argparse.Namespace):
         fields["softmax_vocab"] = args.softmax_vocab
     if args.root_input:
         fields["root_input"] = True
+    if args.chain_input:
+        fields["chain_input"] = True
     if args.lm_head != "auto":
         fields["shared_lm_head"] = args.lm_head == "shared"
     if args.temperatures:

@@ -12,7 +12,8 @@ mismatch is named before any weight is read), ``medusa_shared_lm_head`` (true: t
 project through the base model's lm_head, so the file holds no ``{k}.{L}.weight``; see
 ``heads.py`` for why real vocabularies use it) and ``sglang_pr`` with the calibrated ``tree``
 and ``top_k`` the heads were trained with, and ``medusa_root_input`` (true: the heads also
-read the root token, ``root_proj.weight`` [H, H]; see ``heads.py``). Checkpoints whose heads have no projection of their
+read the root token, ``root_proj.weight`` [H, H]) and ``medusa_chain_input`` (true: head k >= 2
+reads the token it follows, ``chain_proj.{k-2}.weight`` [H, H]; both in ``heads.py``). Checkpoints whose heads have no projection of their
 own (the first Medusa release shared the base lm_head) load as shared heads too, config field
 or not: the base lm_head is used by reference, never copied per head.
 """
@@ -33,7 +34,8 @@ from sglang_pr.medusa.heads import MedusaHeads
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "medusa_lm_head.safetensors"
 LEGACY_WEIGHTS_FILE = "medusa_lm_head.pt"
-_KEY = re.compile(r"^((\d+)\.(\d+)\.(linear\.weight|linear\.bias|weight)|root_proj\.weight)$")
+_KEY = re.compile(r"^((\d+)\.(\d+)\.(linear\.weight|linear\.bias|weight)|root_proj\.weight"
+                  r"|chain_proj\.\d+\.weight)$")
 ROOT_KEY = "root_proj.weight"
 
 
@@ -93,6 +95,7 @@ def save_heads(
         "vocab_size": heads.vocab_size,
         "medusa_shared_lm_head": heads.shared_lm_head,
         **({"medusa_root_input": True} if heads.root_input else {}),
+        **({"medusa_chain_input": True} if heads.chain_input else {}),
         "version": "2",
         "sglang_pr": ours,
     }
@@ -160,6 +163,7 @@ def check_heads(path: str | Path, *, hidden_size: int, vocab_size: int,
             f"weights {'lack' if shared else 'hold'} per-head projections"
         )
     _check_root(p, cfg, shapes, hidden)
+    _check_chain(p, cfg, shapes, hidden, num_heads)
     for k in range(num_heads):
         for j in range(num_layers):
             if shapes.get(f"{k}.{j}.linear.weight") != (hidden, hidden):
@@ -189,6 +193,20 @@ def _check_root(p: Path, cfg: dict, shapes: dict, hidden: int) -> None:
                                f"{hidden}x{hidden}")
 
 
+def _check_chain(p: Path, cfg: dict, shapes: dict, hidden: int, num_heads: int) -> None:
+    """medusa_chain_input <=> chain_proj.0 .. chain_proj.{K-2}, each H x H."""
+    declared = bool(cfg.get("medusa_chain_input", False))
+    held = sorted(k for k in shapes if k.startswith("chain_proj."))
+    want = sorted(f"chain_proj.{k}.weight" for k in range(num_heads - 1)) if declared else []
+    if held != want:
+        raise MedusaHeadsError(f"Medusa heads {p}: config.json says medusa_chain_input="
+                               f"{declared} with {num_heads} heads, the weights hold "
+                               f"{held or 'no chain_proj'}")
+    for k in held:
+        if shapes[k] != (hidden, hidden):
+            raise MedusaHeadsError(f"Medusa heads {p}: {k} is {shapes[k]}, needs {hidden}x{hidden}")
+
+
 def load_heads(
     path: str | Path,
     *,
@@ -213,8 +231,9 @@ def load_heads(
                                                 state=state)
     state = state if state is not None else _read_state(p)
     root_input = bool(config.get("medusa_root_input", False))
+    chain_input = bool(config.get("medusa_chain_input", False))
     heads = MedusaHeads(hidden_size, vocab_size, num_heads, num_layers, shared_lm_head=shared,
-                        root_input=root_input)
+                        root_input=root_input, chain_input=chain_input)
     heads.import_state_dict({k: v.float() for k, v in state.items()})
     heads = heads.to(device=device, dtype=dtype)
     if shared:
@@ -222,10 +241,10 @@ def load_heads(
             raise MedusaHeadsError(f"Medusa heads {p}: no projections and no base lm_head given")
         # By reference (a server's lm_head may carry padding rows past the vocab: cut them).
         heads.init_from_lm_head(base_lm_head.detach()[:vocab_size].to(device=device, dtype=dtype))
-    if root_input:
+    if root_input or chain_input:
         if base_embedding is None:
-            raise MedusaHeadsError(f"Medusa heads {p}: they read the root token "
-                                   f"(medusa_root_input) but no base input embedding was given")
+            raise MedusaHeadsError(f"Medusa heads {p}: they read tokens (medusa_root_input / "
+                                   f"medusa_chain_input) but no base input embedding was given")
         heads.set_embedding(base_embedding.detach()[:vocab_size].to(device=device, dtype=dtype))
     if draft_vocab is not None:
         try:

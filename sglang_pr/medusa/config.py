@@ -139,6 +139,8 @@ class MedusaTrainConfig(BaseModel):
     # The heads also read the root token's embedding (heads.py says why). Off by default: the
     # reference Medusa layout, which the shipped tiny model's heads keep.
     root_input: bool = False
+    # Head k >= 2 also reads the token it follows (heads.py, "Chained input"). Off by default.
+    chain_input: bool = False
 
     @model_validator(mode="after")
     def _local_is_greedy(self):

@@ -124,6 +124,12 @@ def featurise(model, seqs: list[Sequence_], num_heads: int, progress: bool = Tru
     return torch.cat(hs), torch.cat(ts), torch.cat(rs)
 
 
+def teacher_prev(targets: torch.Tensor) -> torch.Tensor:
+    """[N, K] targets -> [N, K-1]: the true token head k >= 2 follows (head k-1's target; 0
+    where that is past the end, where head k has no target either)."""
+    return targets[:, :-1].clamp(min=0)
+
+
 def head_loss(
     logits: torch.Tensor, targets: torch.Tensor, decay: float
 ) -> tuple[torch.Tensor, list[float]]:
@@ -161,6 +167,7 @@ def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
                                                 pct_start=0.1)
+    prev = teacher_prev(targets)  # [N, K-1] token ids, before the targets are re-indexed
     rows, targets = softmax_rows(targets, cfg.softmax_vocab)
     losses: list[float] = []
     bar = tqdm(total=total, desc="train heads", disable=not progress)
@@ -170,7 +177,8 @@ def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             root = None if roots is None else roots[idx]
-            loss, parts = head_loss(heads(hidden[idx], rows, root), targets[idx], cfg.loss_decay)
+            logits = heads(hidden[idx], rows, root, prev[idx])
+            loss, parts = head_loss(logits, targets[idx], cfg.loss_decay)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -186,8 +194,12 @@ def train_loop(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
 @torch.no_grad()
 def topk_accuracy(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
                   top_k: int, roots: Optional[torch.Tensor] = None) -> list[list[float]]:
-    """acc[k][r] = P(head k+1's rank-r candidate is the target), over valid positions."""
-    ranked = heads.topk(hidden, top_k, roots)  # [N, K, top_k]
+    """acc[k][r] = P(head k+1's rank-r candidate is the target), over valid positions.
+
+    Chain_input heads follow the true tokens, so acc[k] is head k+1's accuracy given that the
+    drafts before it were right: what a tree path needs (``tree.expected_accept_length``)."""
+    prev = teacher_prev(targets) if heads.chain_input else None
+    ranked = heads.topk(hidden, top_k, roots, prev)  # [N, K, top_k]
     acc = []
     for k in range(ranked.shape[1]):
         valid = targets[:, k] >= 0
@@ -312,10 +324,12 @@ def train_heads(model_path: str, out: str | Path, cfg: MedusaTrainConfig,
     shared = cfg.use_shared_lm_head(hidden.shape[1], lm_head.shape[0])
     heads = MedusaHeads(hidden.shape[1], lm_head.shape[0], cfg.num_heads, cfg.num_layers,
                         base_lm_head=lm_head, shared_lm_head=shared, root_input=cfg.root_input,
+                        chain_input=cfg.chain_input,
                         base_embedding=model.get_input_embeddings().weight.detach().float())
     log(f"training {cfg.num_heads} heads on {len(hidden)} positions "
         f"({'shared base lm_head' if shared else 'own projections'}"
-        f"{', root-token input' if cfg.root_input else ''})")
+        f"{', root-token input' if cfg.root_input else ''}"
+        f"{', chained input' if cfg.chain_input else ''})")
     losses = train_loop(heads, hidden, targets, cfg, progress, roots)
     # the tokens the softmax spanned ("seen"): what the heads learnt to rank, so what they draft
     heads.set_draft_vocab(softmax_rows(targets, cfg.softmax_vocab)[0])

@@ -197,3 +197,26 @@ def test_root_input_heads_round_trip_and_are_checked(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(MedusaHeadsError, match="root_proj.weight is \\(16, 8\\)"):
         check_heads(tmp_path, hidden_size=16, vocab_size=20)
+
+
+def test_chain_input_heads_round_trip_and_are_checked(tmp_path):
+    torch.manual_seed(0)
+    lm, emb = torch.randn(20, 16), torch.randn(20, 16)
+    heads = MedusaHeads(16, 20, 3, base_lm_head=lm, shared_lm_head=True, chain_input=True,
+                        base_embedding=emb)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    save_heads(tmp_path, heads, base_model="m")
+    assert json.loads((tmp_path / "config.json").read_text())["medusa_chain_input"] is True
+    loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm,
+                        base_embedding=emb)
+    h = torch.randn(4, 16)
+    assert torch.equal(loaded.topk(h, 3), heads.topk(h, 3))
+    with pytest.raises(MedusaHeadsError, match="no base input embedding"):
+        load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm)
+    state = heads.export_state_dict()
+    del state["chain_proj.1.weight"]
+    save_file(state, str(tmp_path / "medusa_lm_head.safetensors"))
+    with pytest.raises(MedusaHeadsError, match="medusa_chain_input=True with 3 heads"):
+        check_heads(tmp_path, hidden_size=16, vocab_size=20)

@@ -159,3 +159,49 @@ def test_root_input_without_root_or_embedding_is_an_error():
         bare(torch.randn(2, 16), root=torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="embedding shape"):
         bare.set_embedding(torch.randn(39, 16))
+
+
+def chain_heads(k=3, layers=1, seed=4):
+    torch.manual_seed(seed)
+    lm, emb = torch.randn(40, 16), torch.randn(40, 16)
+    heads = MedusaHeads(16, 40, k, num_layers=layers, base_lm_head=lm, shared_lm_head=True,
+                        root_input=True, chain_input=True, base_embedding=emb)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return heads, lm, emb
+
+
+def test_chain_input_heads_follow_the_previous_top1_draft_when_serving():
+    """Serving = each head fed the previous head's top-1; the same as teacher forcing with
+    those drafts as the tokens followed, fused or not, with or without a draft vocabulary."""
+    heads, lm, emb = chain_heads(layers=2)
+    h, root = torch.randn(6, 16), torch.tensor([1, 2, 3, 4, 5, 39])
+    served = heads.topk(h, 4, root)  # [6, 3, 4]
+    forced = heads.topk(h, 4, root, prev=served[:, :-1, 0])
+    assert torch.equal(served, forced)
+    assert torch.equal(heads.fuse().topk(h, 4, root), served)
+    x = h + emb[root] @ heads.root_proj.weight.T  # head 2 by hand: x + Q_2 E[head 1's top-1]
+    z = x + emb[served[:, 0, 0]] @ heads.chain_proj[0].weight.T
+    assert torch.equal(served[:, 1], (heads.heads[1](z) @ lm.T).topk(4, dim=-1).indices)
+    rows = torch.tensor([0, 2, 5, 9, 13, 21, 30, 35, 38])
+    heads.set_draft_vocab(rows)
+    served = heads.topk(h, 3, root)
+    assert set(served.flatten().tolist()) <= set(rows.tolist())
+    assert torch.equal(heads.fuse().topk(h, 3, root), served)
+    assert torch.equal(heads.topk(h, 3, root, prev=served[:, :-1, 0]), served)
+
+
+def test_chain_input_state_and_errors():
+    heads, _, _ = chain_heads(k=3)
+    assert {k for k in heads.export_state_dict() if "proj" in k} == {
+        "root_proj.weight", "chain_proj.0.weight", "chain_proj.1.weight"}
+    fresh = MedusaHeads(16, 40, 3, base_lm_head=torch.randn(40, 16), shared_lm_head=True,
+                        chain_input=True, base_embedding=torch.randn(40, 16))
+    h = torch.randn(2, 16)
+    plain = MedusaHeads(16, 40, 3, base_lm_head=fresh.lm_head, shared_lm_head=True)
+    plain.import_state_dict({k: v for k, v in fresh.export_state_dict().items()
+                             if not k.startswith("chain_proj.")})
+    assert torch.equal(fresh.topk(h, 3), plain.topk(h, 3))  # Q = 0: ignores what it follows
+    with pytest.raises(RuntimeError, match="previous tokens"):
+        fresh(h)  # training without the teacher tokens

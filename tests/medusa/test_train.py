@@ -161,3 +161,25 @@ def test_root_input_learns_what_the_hidden_state_cannot_tell():
         acc[root_input] = topk_accuracy(heads, h, targets, top_k=1, roots=roots)
     assert acc[True][0][0] > 0.9 and acc[True][1][0] > 0.9
     assert acc[False][0][0] < 0.5
+
+
+def test_chain_input_learns_what_follows_the_previous_target():
+    """Head 2's target is a function of head 1's target, which is noise to everything else:
+    only chained heads learn head 2 (teacher forcing; accuracy given the drafts before)."""
+    torch.manual_seed(0)
+    vocab, hidden, n = 12, 16, 768
+    emb = torch.randn(vocab, hidden)
+    first = torch.randint(0, vocab, (n,))
+    targets = torch.stack([first, (first * 5 + 3) % vocab], dim=1)
+    h, roots = torch.randn(n, hidden), torch.randint(0, vocab, (n,))
+    acc = {}
+    for chain in (False, True):
+        torch.manual_seed(1)
+        heads = MedusaHeads(hidden, vocab, 2, base_lm_head=torch.randn(vocab, hidden) * 0.1,
+                            chain_input=chain, base_embedding=emb)
+        cfg = MedusaTrainConfig(num_heads=2, epochs=20, batch_size=64, lr=1e-2,
+                                chain_input=chain)
+        train_loop(heads, h, targets, cfg, progress=False, roots=roots)
+        acc[chain] = topk_accuracy(heads, h, targets, top_k=1, roots=roots)
+    assert acc[True][1][0] > 0.9 and acc[False][1][0] < 0.5
+    assert acc[True][0][0] < 0.5  # head 1 has nothing to go on either way
