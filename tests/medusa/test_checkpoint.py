@@ -172,22 +172,29 @@ def test_draft_vocab_round_trips_and_a_bad_one_is_named(tmp_path):
         load_heads(tmp_path, hidden_size=16, vocab_size=20)
 
 
-def test_root_input_heads_round_trip_and_are_checked(tmp_path):
+def saved_token_heads(tmp_path, k: int, **flags):
+    """Token-reading heads (root_input / chain_input) saved and loaded back; the loader
+    refuses them without the base input embedding."""
     torch.manual_seed(0)
     lm, emb = torch.randn(20, 16), torch.randn(20, 16)
-    heads = MedusaHeads(16, 20, 2, base_lm_head=lm, shared_lm_head=True, root_input=True,
-                        base_embedding=emb)
+    heads = MedusaHeads(16, 20, k, base_lm_head=lm, shared_lm_head=True, base_embedding=emb,
+                        **flags)
     with torch.no_grad():
         for p in heads.parameters():
             p.add_(torch.randn_like(p) * 0.2)
     save_heads(tmp_path, heads, base_model="m")
-    assert json.loads((tmp_path / "config.json").read_text())["medusa_root_input"] is True
-    loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm,
-                        base_embedding=emb)
-    h, root = torch.randn(3, 16), torch.tensor([1, 5, 19])
-    torch.testing.assert_close(loaded(h, root=root), heads(h, root=root))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert all(cfg[f"medusa_{flag}"] is True for flag in flags)
     with pytest.raises(MedusaHeadsError, match="no base input embedding"):
         load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm)
+    return heads, load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm,
+                             base_embedding=emb)
+
+
+def test_root_input_heads_round_trip_and_are_checked(tmp_path):
+    heads, loaded = saved_token_heads(tmp_path, 2, root_input=True)
+    h, root = torch.randn(3, 16), torch.tensor([1, 5, 19])
+    torch.testing.assert_close(loaded(h, root=root), heads(h, root=root))
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(cfg | {"medusa_root_input": False}))
     with pytest.raises(MedusaHeadsError, match="medusa_root_input=False but the weights hold"):
@@ -200,21 +207,9 @@ def test_root_input_heads_round_trip_and_are_checked(tmp_path):
 
 
 def test_chain_input_heads_round_trip_and_are_checked(tmp_path):
-    torch.manual_seed(0)
-    lm, emb = torch.randn(20, 16), torch.randn(20, 16)
-    heads = MedusaHeads(16, 20, 3, base_lm_head=lm, shared_lm_head=True, chain_input=True,
-                        base_embedding=emb)
-    with torch.no_grad():
-        for p in heads.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    save_heads(tmp_path, heads, base_model="m")
-    assert json.loads((tmp_path / "config.json").read_text())["medusa_chain_input"] is True
-    loaded = load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm,
-                        base_embedding=emb)
+    heads, loaded = saved_token_heads(tmp_path, 3, chain_input=True)
     h = torch.randn(4, 16)
     assert torch.equal(loaded.topk(h, 3), heads.topk(h, 3))
-    with pytest.raises(MedusaHeadsError, match="no base input embedding"):
-        load_heads(tmp_path, hidden_size=16, vocab_size=20, base_lm_head=lm)
     state = heads.export_state_dict()
     del state["chain_proj.1.weight"]
     save_file(state, str(tmp_path / "medusa_lm_head.safetensors"))
