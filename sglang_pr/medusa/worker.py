@@ -13,10 +13,11 @@ One decode step for a batch of requests (all tensors request-major):
 4. commit  : accepted nodes' KV is moved to the front of the window (slots seq_len ..
              seq_len + m); the rest of the window stays reserved-but-uncommitted and is
              overwritten next step or freed by SGLang with the request (its V2 reserve scheme);
-5. redraft : heads on the hidden state of the last accepted node -> next step's candidates.
+5. redraft : heads on the hidden state of the last accepted node -> next step's candidates
+             (heads that read tokens also get the bonus token, the next tree's root).
 
 Prefill (extend) runs the plain target forward, samples the first token there and runs the heads
-on the last prompt position's hidden state.
+on the last prompt position's hidden state (and that first token, the root).
 """
 
 from __future__ import annotations
