@@ -196,9 +196,11 @@ class MedusaHeads(nn.Module):
         needed by chain_input heads).
         """
         x = self._with_root(hidden, root)
-        return torch.stack([self._project(k, self._blocks(k)(self._with_prev(
-            k, x, None if prev is None else prev[:, k - 1])), rows)
-            for k in range(self.num_heads)], dim=1)
+        logits = []
+        for k in range(self.num_heads):
+            prev_k = prev[:, k - 1] if prev is not None and k > 0 else None
+            logits.append(self._project(k, self._blocks(k)(self._with_prev(k, x, prev_k)), rows))
+        return torch.stack(logits, dim=1)
 
     @torch.no_grad()
     def fuse(self) -> "MedusaHeads":

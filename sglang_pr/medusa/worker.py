@@ -186,10 +186,8 @@ class MedusaWorker(BaseSpecWorker):
         vr = verify_tree(self.tree, tokens, logits, batch.sampling_info, self.config,
                          seq_lens=seq_lens)
         self._commit_kv(out_cache_loc, vr)
-        last_hidden = out.hidden_states.view(bs, n, -1)[
-            torch.arange(bs, device=self.device), vr.last_node
-        ]  # [bs, H]
         rows = torch.arange(bs, device=self.device)
+        last_hidden = out.hidden_states.view(bs, n, -1)[rows, vr.last_node]  # [bs, H]
         bonus = vr.accept_tokens[rows, vr.num_drafts]  # [bs]: the next tree's root
         next_topk = self.heads.topk(last_hidden.to(self.heads_dtype), self.config.top_k, bonus)
         if batch.return_logprob:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sglang_pr.model import SHIPPED_MODEL_DIR, evaluate, task, tokenizer
-from sglang_pr.model.train import encode, lr_at
+from sglang_pr.model.train import encode, lr_at, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -164,13 +164,9 @@ def batch_loss(model, ref, batch: list[Example], kl_weight: float) -> tuple[torc
 
 
 def fine_tune(model, ref, examples: list[Example], cfg: CalibrateConfig, progress: bool = True) -> list[float]:
-    """AdamW over random batches of ``examples`` (norm gains undecayed, as in train.py)."""
+    """AdamW over random batches of ``examples`` (train.py's optimizer, its default decay 0.01)."""
     model.train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98)
-    )
+    opt = make_optimizer(model, cfg.lr, weight_decay=0.01)
     rng, losses = random.Random(f"calibrate-batches:{cfg.seed}"), []
     for step in tqdm(range(cfg.steps), desc="calibrate", disable=not progress):
         for group in opt.param_groups:

@@ -143,19 +143,24 @@ def build_model(cfg: TrainConfig) -> LlamaForCausalLM:
     return model.to(torch.float32)
 
 
+def make_optimizer(model: LlamaForCausalLM, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; norm gains and biases are not decayed (standard; decaying RMSNorm gains hurts
+    tiny models). Also the calibration fine-tune's (``calibrate.py``)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
+
+
 def train(cfg: TrainConfig, on_checkpoint=None, every: int = 0) -> tuple[LlamaForCausalLM, list[float]]:
     """Train; ``on_checkpoint(model, step)`` is called every ``every`` steps (tuning aid)."""
     torch.set_num_threads(cfg.threads)
     model = build_model(cfg)
     model.train()
-    # Norm gains and biases are not decayed (standard; decaying RMSNorm gains hurts tiny models).
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     data = batches(random.Random(f"train-data:{cfg.seed}"), cfg.batch_size)
     losses: list[float] = []
     bar = tqdm(range(cfg.steps), desc="train", unit="step")
