@@ -61,11 +61,10 @@ from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_WINDOW, DeepConfCo
 from sglang_pr.deepconf.extract import get_extractor  # noqa: E402
 from sglang_pr.deepconf.frontier import (  # noqa: E402
     DEEPCONF_BUDGETS,
-    DEEPCONF_BUDGETS_UNCOVERED,
-    SC_NS,
     MethodPoint,
     QuestionPool,
     build_frontier,
+    default_grid,
     sc_curve,
 )
 from sglang_pr.deepconf.replay import read_pool_split, replay_questions  # noqa: E402
@@ -194,6 +193,11 @@ def run_replay(args) -> dict:
     if not splits["reported"] and not (args.partial and splits["tuning"]):
         raise UsageError(f"--pool-dir: {root} has no reported questions yet (--partial "
                          "replays the tuning questions collected so far)")
+    grid_ns, grid_budgets = default_grid(meta["pool"])
+    args.ns, args.budgets = args.ns or grid_ns, args.budgets or grid_budgets
+    if not args.budgets:
+        raise UsageError(f"--budgets: a pool of {meta['pool']} traces covers none of "
+                         f"{list(DEEPCONF_BUDGETS)}; name smaller ones")
     for flag, values in (("--budgets", args.budgets), ("--ns", args.ns)):
         if max(values) > meta["pool"]:
             raise UsageError(f"{flag}: {max(values)} exceeds the pool of {meta['pool']} traces")
@@ -221,9 +225,9 @@ def run_replay(args) -> dict:
                        if "tuning" in result else None),
             "tuning_from": args.reuse_tuning, "choice_rule": CHOICE_RULE,
             "tuning_settings": reused["settings"] if reused else None,
-            "not_covered": [{"budget": b, "why": f"needs a pool of {2 * b} traces (SC up to "
-                             f"N={b} for its interval); this pool has {meta['pool']}"}
-                            for b in DEEPCONF_BUDGETS_UNCOVERED if b not in args.budgets],
+            "not_covered": [{"budget": b, "why": f"needs a pool of {b} traces per question; "
+                             f"this pool has {meta['pool']}"}
+                            for b in DEEPCONF_BUDGETS if b > meta["pool"]],
             "settings": {k: getattr(args, k) for k in (
                 "budgets", "ns", "variants", "tune_variants", "window", "width", "replays",
                 "subsets", "seed", "extractor")},
@@ -270,8 +274,10 @@ def parse_args(argv=None):
                     "so far, even with no reported split yet (the JSON says partial)")
     ap.add_argument("--max-questions", type=int, default=0,
                     help="replay: at most this many questions per split (0: all)")
-    ap.add_argument("--ns", type=int, nargs="+", default=list(SC_NS), help="SC's N")
-    ap.add_argument("--budgets", type=int, nargs="+", default=list(DEEPCONF_BUDGETS))
+    ap.add_argument("--ns", type=int, nargs="+", default=None, help="SC's N (default: "
+                    "deepconf.frontier.default_grid of the pool)")
+    ap.add_argument("--budgets", type=int, nargs="+", default=None, help="DeepConf budgets "
+                    f"(default: those of {list(DEEPCONF_BUDGETS)} the pool covers)")
     ap.add_argument("--variants", type=json.loads, default=VARIANTS,
                     help='JSON list of {"name": ..., DeepConfConfig fields}')
     ap.add_argument("--tune-variants", type=json.loads, default=TUNE_VARIANTS,

@@ -97,16 +97,17 @@ class DeepConfConfig(BaseModel):
     warm-up) % of the warm-up clears the threshold, so up to budget 32 every warm-up trace that
     answered votes, and the threshold only cuts later traces. Chosen on the tuning split of
     ``benchmarks/results/deepconf_frontier.json`` (100 held-out questions of seed 1, disjoint
-    from the demo's and from the reported split; replay of the shipped model's pools, 64
+    from the demo's and from the reported split; replay of the shipped model's pools, 128
     traces per question at T 0.6, 2 replays; 2026-12-07) by the rule recorded there
     (``choice_rule``: most budgets on or above SC's curve, then the smallest token fraction at
     SC's saturation, then the fewest tokens): lever ``high+floor4+warmup/8``, on or above SC's
-    curve at all four budgets (8-64) there, at 1.09 of SC's tokens at SC's saturation. The
+    curve at all five budgets (8-128) there, at 0.54 of SC's tokens at SC's saturation (the
+    same lever won on an earlier 64-trace pool of the same questions, 4 of 4 budgets). The
     paper's settings (DeepConf-low, η 10, warm-up 16, no floor, weighted; the previous default
-    but for its window of 2048) met the goal at no budget and needed 1.39 of SC's tokens.
+    but for its window of 2048) met the goal at no budget and needed 1.36 of SC's tokens.
     On the reported split (300 questions) the choice is on SC's curve at budgets 8 and 16 only
-    (32: -0.020 [-0.039, -0.002]; 64: -0.017) and needs 1.02 of SC's tokens at saturation: the
-    issue's goal is not met on the shipped model (its SC saturates by N = 8).
+    (32: -0.009 [-0.032, +0.012]; 64: -0.012; 128: -0.010) and needs 1.27 of SC's tokens at
+    saturation: the issue's goal is not met on the shipped model (its SC saturates by N = 8).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -41,10 +41,19 @@ import numpy as np
 from sglang_pr.deepconf.vote import weighted_vote
 
 SC_NS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-# Budget 128 is left out by default: its interval needs SC up to N=128, a pool of 256 traces
-# per question (the recorded pools have 128).
-DEEPCONF_BUDGETS: tuple[int, ...] = (8, 16, 32, 64)
-DEEPCONF_BUDGETS_UNCOVERED: tuple[int, ...] = (128,)
+DEEPCONF_BUDGETS: tuple[int, ...] = (8, 16, 32, 64, 128)
+
+
+def default_grid(pool: int) -> tuple[list[int], list[int]]:
+    """(SC's N, DeepConf budgets) a pool of ``pool`` traces per question covers: the budgets up
+    to the pool, and SC at every ``SC_NS`` up to the pool plus the largest budget, so every
+    DeepConf point is compared with SC interpolated, never extrapolated (a budget-B run spends
+    at most SC-at-B's tokens). SC at N = pool is the whole pool's vote (one subset, in random
+    orders for the tie rule): exact for that pool, but without the averaging over subsets that
+    smaller N get."""
+    budgets = [b for b in DEEPCONF_BUDGETS if b <= pool]
+    ns = sorted({n for n in SC_NS if n <= pool} | set(budgets[-1:]))
+    return ns, budgets
 # The issue's bar for "on or above SC's curve": accuracy >= SC - 0.01, interval's low end >= -0.03.
 GOAL_DIFF, GOAL_LOW = -0.01, -0.03
 

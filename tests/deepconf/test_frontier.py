@@ -11,6 +11,7 @@ from sglang_pr.deepconf.frontier import (
     QuestionPool,
     SCCurve,
     build_frontier,
+    default_grid,
     first_reach,
     paired_ci_vs_sc,
     sc_curve,
@@ -54,6 +55,16 @@ def test_sc_curve_is_seeded_and_refuses_n_above_the_pool():
     assert not np.array_equal(a.correct, sc_curve(POOLS, ns=(2, 4), subsets=50, seed=4).correct)
     with pytest.raises(ValueError, match="exceeds the smallest pool"):
         sc_curve(POOLS, ns=(1, 6))
+
+
+def test_default_grid_covers_what_the_pool_holds_and_never_extrapolates():
+    assert default_grid(16) == ([1, 2, 4, 8, 16], [8, 16])
+    assert default_grid(64) == ([1, 2, 4, 8, 16, 32, 64], [8, 16, 32, 64])
+    # budget 128 needs SC at 128 (the whole pool) so its point is interpolated
+    assert default_grid(128) == ([1, 2, 4, 8, 16, 32, 64, 128], [8, 16, 32, 64, 128])
+    assert default_grid(100) == ([1, 2, 4, 8, 16, 32, 64], [8, 16, 32, 64])
+    ns, budgets = default_grid(4)
+    assert ns == [1, 2, 4] and budgets == []
 
 
 def hand_curve():
