@@ -220,62 +220,91 @@ def test_port_in_use_is_named():
             check_port_free("127.0.0.1", port)
 
 
-def _serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-P", "-m", "sglang_pr.cli", "serve", *args],
-                          capture_output=True, text=True, timeout=120)
+def _serve_argv(*args: str) -> list[str]:
+    return [sys.executable, "-P", "-m", "sglang_pr.cli", "serve", *args]
 
 
-def test_cli_bad_dtype_exits_2_naming_the_flag():
-    res = _serve("--dtype", "float13")
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """Every ``sglang-pr serve`` command line below, run as real processes all at once (each
+    spends ~13 s importing SGLang; one after the other they cost ~100 s of the suite). Returns
+    (name -> CompletedProcess, the port held busy meanwhile, the folder without a tokenizer)."""
+    folder = tmp_path_factory.mktemp("no_tokenizer")
+    (folder / "config.json").write_text("{}")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = {
+            "dtype": ("--dtype", "float13"),
+            "limits": ("--deepconf-limits", '{"max_width": -1}'),
+            "missing": ("--model-path", "/no/such/model"),
+            "unknown_name": ("--model-path", "smollm3-1b"),
+            "no_tokenizer": ("--model-path", str(folder)),
+            "port": ("--port", str(port)),
+            "help": ("--help",),
+        }
+        procs = {name: subprocess.Popen(_serve_argv(*args), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                 for name, args in cases.items()}
+        results = {}
+        try:
+            for name, proc in procs.items():
+                out, err = proc.communicate(timeout=240)
+                results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+    return results, port, folder
+
+
+def test_cli_bad_dtype_exits_2_naming_the_flag(cli):
+    res = cli[0]["dtype"]
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("sglang-pr serve: error: argument --dtype: invalid choice: 'float13'")
     assert "usage:" not in res.stderr  # one line, not argparse's usage block
 
 
-def test_cli_bad_deepconf_limits_exits_2_naming_the_field():
-    res = _serve("--deepconf-limits", '{"max_width": -1}')
+def test_cli_bad_deepconf_limits_exits_2_naming_the_field(cli):
+    res = cli[0]["limits"]
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == \
         "sglang-pr serve: error: --deepconf-limits.max_width: must be > 0"
 
 
-def test_cli_missing_model_path_exits_2_naming_it():
-    res = _serve("--model-path", "/no/such/model")
+def test_cli_missing_model_path_exits_2_naming_it(cli):
+    res = cli[0]["missing"]
     assert res.returncode == 2
     assert "--model-path /no/such/model: no such file or directory" in res.stderr
 
 
-def test_cli_unknown_model_name_exits_2_listing_the_names():
-    res = _serve("--model-path", "smollm3-1b")
+def test_cli_unknown_model_name_exits_2_listing_the_names(cli):
+    res = cli[0]["unknown_name"]
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("sglang-pr serve: error: --model-path smollm3-1b:")
     assert last.endswith("(known: tiny-reasoner, smollm2-135m)")
 
 
-def test_cli_folder_without_tokenizer_exits_2_naming_it(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
-    res = _serve("--model-path", str(tmp_path))
+def test_cli_folder_without_tokenizer_exits_2_naming_it(cli):
+    res, folder = cli[0]["no_tokenizer"], cli[2]
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
-        f"sglang-pr serve: error: --model-path {tmp_path}: {tmp_path / 'tokenizer.json'}: "
+        f"sglang-pr serve: error: --model-path {folder}: {folder / 'tokenizer.json'}: "
         f"missing (a model folder needs a tokenizer: one of tokenizer.json, tokenizer.model, "
         f"vocab.json, tokenizer.tiktoken)")
 
 
-def test_cli_port_in_use_exits_2_naming_it():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        res = _serve("--port", str(port))
+def test_cli_port_in_use_exits_2_naming_it(cli):
+    res, port = cli[0]["port"], cli[1]
     assert res.returncode == 2
     assert f"--port {port}: already in use" in res.stderr
 
 
-def test_help_lists_sglang_flags_and_its_own():
-    res = _serve("--help")
+def test_help_lists_sglang_flags_and_its_own(cli):
+    res = cli[0]["help"]
     assert res.returncode == 0
     assert "--attention-backend" in res.stdout and "--model-path" in res.stdout
     assert "--deepconf-limits" in res.stdout
