@@ -54,6 +54,8 @@ def default_grid(pool: int) -> tuple[list[int], list[int]]:
     budgets = [b for b in DEEPCONF_BUDGETS if b <= pool]
     ns = sorted({n for n in SC_NS if n <= pool} | set(budgets[-1:]))
     return ns, budgets
+
+
 # The bar for "on or above SC's curve": accuracy >= SC - 0.01, interval's low end >= -0.03.
 GOAL_DIFF, GOAL_LOW = -0.01, -0.03
 

@@ -13,9 +13,10 @@ project through the base model's lm_head, so the file holds no ``{k}.{L}.weight`
 ``heads.py`` for why real vocabularies use it) and ``sglang_pr`` with the calibrated ``tree``
 and ``top_k`` the heads were trained with, and ``medusa_root_input`` (true: the heads also
 read the root token, ``root_proj.weight`` [H, H]) and ``medusa_chain_input`` (true: head k >= 2
-reads the token it follows, ``chain_proj.{k-2}.weight`` [H, H]; both in ``heads.py``). Checkpoints whose heads have no projection of their
-own (the first Medusa release shared the base lm_head) load as shared heads too, config field
-or not: the base lm_head is used by reference, never copied per head.
+reads the token it follows, ``chain_proj.{k-2}.weight`` [H, H]; both in ``heads.py``).
+Checkpoints whose heads have no projection of their own (the first Medusa release shared the
+base lm_head) load as shared heads too, config field or not: the base lm_head is used by
+reference, never copied per head.
 """
 
 from __future__ import annotations

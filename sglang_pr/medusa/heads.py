@@ -35,8 +35,8 @@ own next token, known when the heads run), through one shared zero-initialised [
 projection: x = h + P·E[root] (E: the base model's input embedding, held by reference like the
 shared lm_head). A plain head must guess the root as well as the token after it; with the root
 given, head 1's held-out top-1 on SmolLM2 went 0.52 -> 0.63 on the same 93,014 positions
-(tokens per verify step: 1.62 for the earlier plain heads, 1.95 with root input; README). EAGLE's and
-Hydra's first draft step reads the sampled token the same way. On disk: ``root_proj.weight``
+(tokens per verify step: 1.62 for the earlier plain heads, 1.95 with root input; README).
+EAGLE's and Hydra's first draft step reads the sampled token the same way. On disk: ``root_proj.weight``
 and ``"medusa_root_input": true`` in config.json.
 
 Chained input (``chain_input``, optional): head k >= 2 also reads the token it follows, through
@@ -45,8 +45,8 @@ true token (teacher forcing); serving feeds head k-1's top-1 draft, so the heads
 the other (``topk``). A head-k candidate can only be accepted when the drafts before it were,
 i.e. when prev_k was right, so teacher-forced accuracy is exactly what a chain of top-1 drafts
 needs (Hydra's sequentially dependent heads). On SmolLM2, with root input, head 2's held-out
-top-1 went 0.44 -> 0.57 on the same data (2.04 tokens per verify step). On disk: ``chain_proj.{k-2}.weight`` and
-``"medusa_chain_input": true``.
+top-1 went 0.44 -> 0.57 on the same data (2.04 tokens per verify step). On disk:
+``chain_proj.{k-2}.weight`` and ``"medusa_chain_input": true``.
 """
 
 from __future__ import annotations
@@ -249,19 +249,20 @@ class MedusaHeads(nn.Module):
         """Heads one after the other, each fed the top-1 draft of the one before: [N, K, k]."""
         rows, out, prev = self.draft_vocab, [], None
         for j in range(self.num_heads):
-            z = self._with_prev(j, x, prev)
-            if self._fused is None:
-                logits = self._project(j, self._blocks(j)(z), rows)  # [N, V or V']
-            else:
-                blocks, proj_t = self._fused
-                for w, b in blocks:
-                    z = z + torch.nn.functional.silu(torch.addmm(b[j], z, w[j].T))
-                logits = z @ (proj_t if proj_t.dim() == 2 else proj_t[j])
-            ranked = logits.topk(k, dim=-1).indices  # [N, k]
-            ranked = ranked if rows is None else rows[ranked]
+            ranked = self._head_logits(j, self._with_prev(j, x, prev)).topk(k, dim=-1).indices
+            ranked = ranked if rows is None else rows[ranked]  # [N, k] token ids
             out.append(ranked)
             prev = ranked[:, 0]
         return torch.stack(out, dim=1)
+
+    def _head_logits(self, j: int, z: torch.Tensor) -> torch.Tensor:
+        """Head j on its input z [N, H] -> logits [N, V or V'] (the fused weights when made)."""
+        if self._fused is None:
+            return self._project(j, self._blocks(j)(z), self.draft_vocab)
+        blocks, proj_t = self._fused
+        for w, b in blocks:
+            z = z + torch.nn.functional.silu(torch.addmm(b[j], z, w[j].T))
+        return z @ (proj_t if proj_t.dim() == 2 else proj_t[j])
 
     # The reference checkpoints name the ModuleList's entries directly ("0.0.linear.weight");
     # these two keep that naming on disk while the module itself nests under ``heads``.
@@ -270,5 +271,6 @@ class MedusaHeads(nn.Module):
                 self.state_dict().items()}
 
     def import_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict({k if k.startswith(("root_proj.", "chain_proj.")) else f"heads.{k}": v
+        top_level = ("root_proj.", "chain_proj.")  # the token projections sit beside ``heads``
+        self.load_state_dict({k if k.startswith(top_level) else f"heads.{k}": v
                               for k, v in state.items()}, strict=True)

@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -224,11 +226,16 @@ def _serve_argv(*args: str) -> list[str]:
     return [sys.executable, "-P", "-m", "sglang_pr.cli", "serve", *args]
 
 
+class CliRuns(NamedTuple):
+    results: dict[str, subprocess.CompletedProcess]  # one per command line, by name
+    port: int  # held busy while they ran
+    folder: Path  # a model folder without a tokenizer
+
+
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory):
+def cli(tmp_path_factory) -> CliRuns:
     """Every ``sglang-pr serve`` command line below, run as real processes all at once (each
-    spends ~13 s importing SGLang; one after the other they cost ~100 s of the suite). Returns
-    (name -> CompletedProcess, the port held busy meanwhile, the folder without a tokenizer)."""
+    spends ~13 s importing SGLang; one after the other they cost ~100 s of the suite)."""
     folder = tmp_path_factory.mktemp("no_tokenizer")
     (folder / "config.json").write_text("{}")
     with socket.socket() as busy:
@@ -256,11 +263,11 @@ def cli(tmp_path_factory):
             for proc in procs.values():
                 if proc.poll() is None:
                     proc.kill()
-    return results, port, folder
+    return CliRuns(results, port, folder)
 
 
 def test_cli_bad_dtype_exits_2_naming_the_flag(cli):
-    res = cli[0]["dtype"]
+    res = cli.results["dtype"]
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("sglang-pr serve: error: argument --dtype: invalid choice: 'float13'")
@@ -268,20 +275,20 @@ def test_cli_bad_dtype_exits_2_naming_the_flag(cli):
 
 
 def test_cli_bad_deepconf_limits_exits_2_naming_the_field(cli):
-    res = cli[0]["limits"]
+    res = cli.results["limits"]
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == \
         "sglang-pr serve: error: --deepconf-limits.max_width: must be > 0"
 
 
 def test_cli_missing_model_path_exits_2_naming_it(cli):
-    res = cli[0]["missing"]
+    res = cli.results["missing"]
     assert res.returncode == 2
     assert "--model-path /no/such/model: no such file or directory" in res.stderr
 
 
 def test_cli_unknown_model_name_exits_2_listing_the_names(cli):
-    res = cli[0]["unknown_name"]
+    res = cli.results["unknown_name"]
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("sglang-pr serve: error: --model-path smollm3-1b:")
@@ -289,7 +296,7 @@ def test_cli_unknown_model_name_exits_2_listing_the_names(cli):
 
 
 def test_cli_folder_without_tokenizer_exits_2_naming_it(cli):
-    res, folder = cli[0]["no_tokenizer"], cli[2]
+    res, folder = cli.results["no_tokenizer"], cli.folder
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
         f"sglang-pr serve: error: --model-path {folder}: {folder / 'tokenizer.json'}: "
@@ -298,13 +305,13 @@ def test_cli_folder_without_tokenizer_exits_2_naming_it(cli):
 
 
 def test_cli_port_in_use_exits_2_naming_it(cli):
-    res, port = cli[0]["port"], cli[1]
+    res, port = cli.results["port"], cli.port
     assert res.returncode == 2
     assert f"--port {port}: already in use" in res.stderr
 
 
 def test_help_lists_sglang_flags_and_its_own(cli):
-    res = cli[0]["help"]
+    res = cli.results["help"]
     assert res.returncode == 0
     assert "--attention-backend" in res.stdout and "--model-path" in res.stdout
     assert "--deepconf-limits" in res.stdout
