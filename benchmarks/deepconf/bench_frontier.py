@@ -36,6 +36,12 @@ A real chat model (SmolLM2, ~75-token traces, ~40 tokens/s per question on 2 cor
     python benchmarks/deepconf/bench_frontier.py replay --pool-dir \
         ~/.cache/sglang_pr/frontier/smollm2-135m-T0.7-P16-arith_words_heldout \
         --ns 1 2 4 8 16 --budgets 8 16 --replays 2
+
+A larger pool from a finished smaller one: the same collect flags with ``--pool 32
+--grow-from <the P16 dir>`` keeps each question's 16 traces and samples only 16 more (half the
+cost of a fresh pool of 32); each question records its two requests, and replay's seconds per
+step counts each request's own decode steps (``collect_batch`` is concurrency x the largest
+request).
 """
 
 from __future__ import annotations
@@ -137,21 +143,32 @@ def replay_points(questions: list[dict], variant: dict, args, k: int,
     return out
 
 
+def requests_of(q: dict) -> list[dict]:
+    """A pool question's /generate requests (one, unless it was grown with --grow-from)."""
+    return q.get("requests") or [{"n": len(q["traces"]), "wall_s": q["wall_s"],
+                                  "steps": max(t.tokens for t in q["traces"])}]
+
+
+def seconds_per_step(questions: list[dict]) -> float:
+    """Seconds per decode step while collecting: a request's traces ran at once, so it took
+    about (its longest trace) steps."""
+    reqs = [r for q in questions for r in requests_of(q)]
+    return sum(r["wall_s"] for r in reqs) / sum(r["steps"] for r in reqs)
+
+
 def replay_split(questions: list[dict], args, k: int, variants: list[dict]) -> dict:
     extract = get_extractor(args.extractor)
     pools = [QuestionPool([extract(t.text) for t in q["traces"]],
                           [t.tokens for t in q["traces"]], q["truth"]) for q in questions]
     curve = sc_curve(pools, ns=args.ns, subsets=args.subsets, seed=args.seed)
-    # seconds per decode step while collecting: all --pool traces ran at once, so a question
-    # took about (its longest trace) steps
-    step_s = sum(q["wall_s"] for q in questions) / sum(max(t.tokens for t in q["traces"])
-                                                         for q in questions)
+    step_s = seconds_per_step(questions)
     points = [p for v in variants for p in replay_points(questions, v, args, k, step_s)]
     front = build_frontier(args.model_name, curve, points,
                            sc_wall_s=curve.makespan.sum(axis=0) * step_s, seed=args.seed)
-    # questions in flight while collecting (--concurrency): step_s was measured at that x pool
-    batch = max(q.get("concurrency", 1) for q in questions) * max(len(q["traces"])
-                                                                  for q in questions)
+    # questions in flight while collecting (--concurrency): step_s was measured at that x the
+    # request size (the pool, or each part of a --grow-from pool)
+    batch = max(q.get("concurrency", 1) for q in questions) * max(
+        r["n"] for q in questions for r in requests_of(q))
     return {**front, "step_s": step_s, "collect_batch": batch, "n_questions": len(questions)}
 
 
@@ -270,6 +287,9 @@ def parse_args(argv=None):
                     "last_number for a --dataset / a pool of a dataset's questions)")
     ap.add_argument("--pool-dir", default=None, help=f"pools (default: under {POOL_ROOT})")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted collect")
+    ap.add_argument("--grow-from", default=None, metavar="DIR", help="collect: start each "
+                    "question from this smaller pool's traces (same questions and settings) "
+                    "and sample only the rest")
     ap.add_argument("--partial", action="store_true", help="replay: the questions collected "
                     "so far, even with no reported split yet (the JSON says partial)")
     ap.add_argument("--max-questions", type=int, default=0,

@@ -128,11 +128,11 @@ def sampled_already(path: Path, q: Question) -> bool:
     return True
 
 
-def sample(url: str, prompt: str, args) -> tuple[list[PoolTrace], float]:
-    """``--pool`` traces of one prompt in one request (SGLang prefills it once for all n)."""
+def sample(url: str, prompt: str, args, n: int) -> tuple[list[PoolTrace], float]:
+    """``n`` traces of one prompt in one request (SGLang prefills it once for all n)."""
     import requests
 
-    sp = {"n": args.pool, "temperature": args.temperature, "top_p": args.top_p,
+    sp = {"n": n, "temperature": args.temperature, "top_p": args.top_p,
           "max_new_tokens": args.max_new_tokens,
           "custom_params": {"deepconf": {"k": args.k, "window": args.window, "threshold": None}}}
     start = time.perf_counter()
@@ -153,11 +153,18 @@ def collect(url: str, todo: list[tuple[str, int, Question]], root: Path, args) -
 
     def one(item):
         split, i, q = item
-        traces, wall = sample(url, q.prompt, args)
+        base = grown_from(args, split, i, q)
+        have = base["traces"] if base else []
+        traces, wall = sample(url, q.prompt, args, args.pool - len(have))
         # wall_s: this question's latency with --concurrency questions in flight (batch =
-        # concurrency x pool), what replay's seconds-per-step estimate is made from
+        # concurrency x request size), what replay's seconds-per-step estimate is made from;
+        # requests: one entry per /generate (a grown question has two)
+        requests = (base or {}).get("requests") or (
+            [request_entry(have, base["wall_s"])] if base else [])
+        requests = [*requests, request_entry(traces, wall)]
         write_pool_question(root / split / f"{i:05d}.json.gz", {
-            "prompt": q.prompt, "truth": q.truth, "wall_s": wall, "traces": traces,
+            "prompt": q.prompt, "truth": q.truth, "traces": [*have, *traces],
+            "wall_s": sum(r["wall_s"] for r in requests), "requests": requests,
             "concurrency": args.concurrency})
         return split, i, traces, wall
 
@@ -174,10 +181,49 @@ def collect(url: str, todo: list[tuple[str, int, Question]], root: Path, args) -
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def request_entry(traces: list[PoolTrace], wall: float) -> dict:
+    """One /generate of a question: its size, latency and decode steps (its longest trace)."""
+    return {"n": len(traces), "wall_s": wall, "steps": max(t.tokens for t in traces)}
+
+
+def check_grow(args, meta: dict) -> None:
+    """``--grow-from``: a pool of the same questions and settings with fewer traces."""
+    if not args.grow_from:
+        return
+    base = Path(args.grow_from).expanduser()
+    path = base / "meta.json"
+    if not path.exists():
+        raise UsageError(f"--grow-from: {base} is not a pool (no meta.json)")
+    old = json.loads(path.read_text())
+    for key, value in meta.items():
+        if key != "pool" and old.get(key) != value:
+            raise UsageError(f"--grow-from: {base} was sampled with {key} {old.get(key)!r}, "
+                             f"not {value!r}")
+    if not 0 < old["pool"] < args.pool:
+        raise UsageError(f"--grow-from: {base} holds {old['pool']} traces a question; "
+                         f"--pool {args.pool} must be larger")
+    if Path(args.grow_from).expanduser().resolve() == pool_dir(args).resolve():
+        raise UsageError("--grow-from: must be another directory than --pool-dir")
+
+
+def grown_from(args, split: str, i: int, q: Question) -> dict | None:
+    """The ``--grow-from`` pool's record of this question (None without the flag)."""
+    if not args.grow_from:
+        return None
+    path = Path(args.grow_from).expanduser() / split / f"{i:05d}.json.gz"
+    if not path.exists():
+        raise UsageError(f"--grow-from: {path} is missing (finish that pool first)")
+    base = read_pool_question(path)
+    if base["prompt"] != q.prompt:
+        raise UsageError(f"--grow-from: {path} holds another question than this split's")
+    return base
+
+
 def run_collect(args) -> None:
     root = pool_dir(args)
     meta = pool_meta(args)
     check_meta(root, meta, args.resume)
+    check_grow(args, meta)
     splits = dataset_splits(args) if args.dataset else task_splits(args.tune_questions,
                                                                       args.questions)
     for s in SPLITS:

@@ -45,11 +45,11 @@ def collect_args(bench, root, *extra):
 def test_an_interrupted_collect_keeps_its_questions_and_resumes(bench, tmp_path, monkeypatch):
     sampled = []
 
-    def fake_sample(url, prompt, args):
+    def fake_sample(url, prompt, args, n):
         if len(sampled) == 3 and not args.resume:
             raise KeyboardInterrupt  # killed midway, after 3 of 5 questions
         sampled.append(prompt)
-        return fake_traces("7", args.pool, len(sampled)), 0.1
+        return fake_traces("7", n, len(sampled)), 0.1
 
     monkeypatch.setattr(sys.modules["frontier_collect"], "sample", fake_sample)
     with pytest.raises(KeyboardInterrupt):
@@ -136,14 +136,14 @@ def test_concurrent_collect_writes_every_question_and_stops_on_a_failure(bench, 
 
     lock, calls = threading.Lock(), []
 
-    def fake_sample(url, prompt, args):
+    def fake_sample(url, prompt, args, n):
         with lock:
             calls.append(prompt)
-            n = len(calls)
+            k = len(calls)
         time.sleep(0.05)  # a request takes a while: the failure is seen before all have run
-        if args.questions == 30 and n == 4:
+        if args.questions == 30 and k == 4:
             raise RuntimeError("server went away")
-        return fake_traces("7", args.pool, n), 0.01 * n
+        return fake_traces("7", n, k), 0.01 * k
 
     monkeypatch.setattr(sys.modules["frontier_collect"], "sample", fake_sample)
     bench.run_collect(collect_args(bench, tmp_path / "a", "--concurrency", "3"))
@@ -184,3 +184,42 @@ def test_replay_of_a_dataset_pool_reads_answers_by_last_number_and_names_the_fil
     sc1 = next(p for p in data["points"] if p["method"] == "sc" and p["budget"] == 1)
     assert sc1["accuracy"] == pytest.approx(0.75, abs=0.1) and sc1["model"] == "smollm2-135m"
     assert data["settings"]["extractor"] == "last_number"
+
+
+def test_grow_from_keeps_the_smaller_pool_and_samples_only_the_rest(bench, tmp_path,
+                                                                   monkeypatch):
+    """--grow-from: each question starts from the smaller pool's traces, only pool - have
+    are sampled, both requests are recorded, and replay's seconds per step counts each
+    request's own steps (the grown question took two requests, not one of 12)."""
+    asked = []
+
+    def fake_sample(url, prompt, args, n):
+        asked.append(n)
+        return fake_traces("7", n, len(asked)), 2.0 * (len(asked) % 2 + 1)
+
+    monkeypatch.setattr(sys.modules["frontier_collect"], "sample", fake_sample)
+    bench.run_collect(collect_args(bench, tmp_path / "p8"))
+    assert asked == [8] * 5
+    grow = ["--pool", "12", "--grow-from", str(tmp_path / "p8")]
+    bench.run_collect(collect_args(bench, tmp_path / "p12", *grow))
+    assert asked == [8] * 5 + [4] * 5
+    for split in ("tuning", "reported"):
+        small = read_pool_split(tmp_path / "p8", split)
+        big = read_pool_split(tmp_path / "p12", split)
+        for s, b in zip(small, big, strict=True):
+            assert b["traces"][:8] == s["traces"] and len(b["traces"]) == 12
+            assert [r["n"] for r in b["requests"]] == [8, 4]
+            assert b["wall_s"] == pytest.approx(s["wall_s"] + b["requests"][1]["wall_s"])
+            assert b["requests"][0]["steps"] == max(t.tokens for t in s["traces"])
+    qs = read_pool_split(tmp_path / "p12", "reported")
+    direct = sum(q["wall_s"] for q in qs) / sum(
+        max(t.tokens for t in q["traces"][:8]) + max(t.tokens for t in q["traces"][8:])
+        for q in qs)
+    assert bench.seconds_per_step(qs) == pytest.approx(direct)
+    # a base of other settings, or not smaller than --pool, is one line naming the flag
+    for extra in (["--pool", "12", "--temperature", "1.0"], ["--pool", "8"]):
+        with pytest.raises(SystemExit) as ei:
+            bench.run_collect(collect_args(bench, tmp_path / "bad", *extra, "--grow-from",
+                                           str(tmp_path / "p8")))
+        assert ei.value.code == 2
+    assert len(asked) == 10
