@@ -41,7 +41,20 @@ A larger pool from a finished smaller one: the same collect flags with ``--pool 
 --grow-from <the P16 dir>`` keeps each question's 16 traces and samples only 16 more (half the
 cost of a fresh pool of 32); each question records its two requests, and replay's seconds per
 step counts each request's own decode steps (``collect_batch`` is concurrency x the largest
-request).
+request). The recorded SmolLM2 frontier (2026-12-07) is that 32-trace pool, with 68 more
+tuning questions added by ``collect ... --pool 32 --tune-questions 100 --resume`` (32 fresh
+traces each; ~90 + ~35 min here), replayed with
+
+    python benchmarks/deepconf/bench_frontier.py replay --pool-dir \
+        ~/.cache/sglang_pr/frontier/smollm2-135m-T0.7-P32-arith_words_heldout --replays 2 \
+        --variants '[{"name": "deepconf_high", "method": "deepconf_high"},
+                     {"name": "deepconf_low", "method": "deepconf_low"},
+                     {"name": "deepconf_low_paper", "method": "deepconf_low", "n_init": 16,
+                      "min_voters": null, "weighted": true},
+                     {"name": "deepconf_low_weighted", "method": "deepconf_low",
+                      "weighted": true}]'
+
+(the last variant is the lever SmolLM2's own tuning split picks, reported beside the default).
 """
 
 from __future__ import annotations
