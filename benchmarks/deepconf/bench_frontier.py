@@ -42,8 +42,8 @@ A larger pool from a finished smaller one: the same collect flags with ``--pool 
 cost of a fresh pool of 32); each question records its two requests, and replay's seconds per
 step counts each request's own decode steps (``collect_batch`` is concurrency x the largest
 request). The recorded SmolLM2 frontier (2026-12-07) is that 32-trace pool, with 68 more
-tuning questions added by ``collect ... --pool 32 --tune-questions 100 --resume`` (32 fresh
-traces each; ~90 + ~35 min here), replayed with
+tuning questions of 32 fresh traces each (what ``collect ... --pool 32 --tune-questions 100
+--resume`` samples; ~90 + ~35 min here), replayed with
 
     python benchmarks/deepconf/bench_frontier.py replay --pool-dir \
         ~/.cache/sglang_pr/frontier/smollm2-135m-T0.7-P32-arith_words_heldout --replays 2 \
@@ -71,6 +71,7 @@ from frontier_collect import (  # noqa: E402
     SPLITS,
     UsageError,
     pool_dir,
+    requests_of,
     run_collect,
 )
 from frontier_report import CHOICE_RULE, choose, format_split, levers, plot, verdict  # noqa: E402
@@ -154,12 +155,6 @@ def replay_points(questions: list[dict], variant: dict, args, k: int,
         out.append(MethodPoint(variant["name"], budget, hits, tokens,
                                wall_s=float(steps.sum() * step_s), default=default))
     return out
-
-
-def requests_of(q: dict) -> list[dict]:
-    """A pool question's /generate requests (one, unless it was grown with --grow-from)."""
-    return q.get("requests") or [{"n": len(q["traces"]), "wall_s": q["wall_s"],
-                                  "steps": max(t.tokens for t in q["traces"])}]
 
 
 def seconds_per_step(questions: list[dict]) -> float:

@@ -159,9 +159,7 @@ def collect(url: str, todo: list[tuple[str, int, Question]], root: Path, args) -
         # wall_s: this question's latency with --concurrency questions in flight (batch =
         # concurrency x request size), what replay's seconds-per-step estimate is made from;
         # requests: one entry per /generate (a grown question has two)
-        requests = (base or {}).get("requests") or (
-            [request_entry(have, base["wall_s"])] if base else [])
-        requests = [*requests, request_entry(traces, wall)]
+        requests = [*(requests_of(base) if base else []), request_entry(traces, wall)]
         write_pool_question(root / split / f"{i:05d}.json.gz", {
             "prompt": q.prompt, "truth": q.truth, "traces": [*have, *traces],
             "wall_s": sum(r["wall_s"] for r in requests), "requests": requests,
@@ -186,6 +184,11 @@ def request_entry(traces: list[PoolTrace], wall: float) -> dict:
     return {"n": len(traces), "wall_s": wall, "steps": max(t.tokens for t in traces)}
 
 
+def requests_of(q: dict) -> list[dict]:
+    """A pool question's /generate requests (one, unless it was grown with --grow-from)."""
+    return q.get("requests") or [request_entry(q["traces"], q["wall_s"])]
+
+
 def check_grow(args, meta: dict) -> None:
     """``--grow-from``: a pool of the same questions and settings with fewer traces."""
     if not args.grow_from:
@@ -202,7 +205,7 @@ def check_grow(args, meta: dict) -> None:
     if not 0 < old["pool"] < args.pool:
         raise UsageError(f"--grow-from: {base} holds {old['pool']} traces a question; "
                          f"--pool {args.pool} must be larger")
-    if Path(args.grow_from).expanduser().resolve() == pool_dir(args).resolve():
+    if base.resolve() == pool_dir(args).resolve():
         raise UsageError("--grow-from: must be another directory than --pool-dir")
 
 
