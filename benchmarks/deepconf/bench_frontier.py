@@ -46,15 +46,11 @@ tuning questions of 32 fresh traces each (what ``collect ... --pool 32 --tune-qu
 --resume`` samples; ~90 + ~35 min here), replayed with
 
     python benchmarks/deepconf/bench_frontier.py replay --pool-dir \
-        ~/.cache/sglang_pr/frontier/smollm2-135m-T0.7-P32-arith_words_heldout --replays 2 \
-        --variants '[{"name": "deepconf_high", "method": "deepconf_high"},
-                     {"name": "deepconf_low", "method": "deepconf_low"},
-                     {"name": "deepconf_low_paper", "method": "deepconf_low", "n_init": 16,
-                      "min_voters": null, "weighted": true},
-                     {"name": "deepconf_low_weighted", "method": "deepconf_low",
-                      "weighted": true}]'
+        ~/.cache/sglang_pr/frontier/smollm2-135m-T0.7-P32-arith_words_heldout --replays 2
 
-(the last variant is the lever SmolLM2's own tuning split picks, reported beside the default).
+The defaults come from the tuning splits of both models' replays:
+``benchmarks/deepconf/choose_defaults.py`` (run it after a replay; it exits 1 when the
+config's defaults are no longer the choice).
 """
 
 from __future__ import annotations
@@ -95,10 +91,12 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 _DEFAULTS = DeepConfConfig.model_fields
 DEFAULT_METHOD = _DEFAULTS["method"].default
 # Reported split: the default method (the config's own warm-up rule, voter floor and vote),
-# the other named method with the same, and the paper's settings (the previous default).
+# the other named method with the same, the default with a plain vote (the default until
+# choose_defaults.py weighed both models' tuning splits) and the paper's settings.
 PAPER = {"n_init": 16, "min_voters": None, "weighted": True}
 VARIANTS = [{"name": "deepconf_high", "method": "deepconf_high"},
             {"name": "deepconf_low", "method": "deepconf_low"},
+            {"name": "deepconf_high_plain", "method": "deepconf_high", "weighted": False},
             {"name": "deepconf_low_paper", "method": "deepconf_low", **PAPER}]
 # Tuning split: one lever at a time from the paper's settings, then around the floor and
 # the small warm-up. Every field spelled out, so the table does not move with the defaults.

@@ -3,6 +3,7 @@ the plot, the printed summary (kept apart so the benchmark stays one screen per 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -44,6 +45,54 @@ def choose(table: list[dict]) -> Optional[str]:
     for lever in table:
         lever["chosen"] = lever is best
     return best["name"]
+
+
+CHOICE_RULE_ACROSS = ("most (model, budget) points on or above SC's curve (goal_met) over "
+                      "every model's tuning split, then the smallest worst-model token fraction "
+                      "at SC's saturation, then the fewest tokens (per model, tokens summed "
+                      "over budgets relative to that model's cheapest lever; mean over models)")
+
+
+def choose_across(tables: dict[str, list[dict]]) -> dict:
+    """The lever :data:`CHOICE_RULE_ACROSS` picks from several models' levers tables (each
+    one model's tuning split, the same lever names and fields in every table).
+
+    Returns ``{"chosen": name, "levers": [{name, fields, per_model, points_goal_met,
+    worst_saturation_fraction, relative_tokens}]}``, levers in the rule's order.
+    """
+    names = [[lever["name"] for lever in t] for t in tables.values()]
+    if not tables or any(set(n) != set(names[0]) for n in names):
+        raise ValueError(f"every model needs the same levers; got {dict(zip(tables, names))}")
+    cheapest = {m: min(_tokens(lever) for lever in t) for m, t in tables.items()}
+    rows = []
+    for name in names[0]:
+        by_model = {m: next(lever for lever in t if lever["name"] == name)
+                    for m, t in tables.items()}
+        fields = {json_key(lv["fields"]) for lv in by_model.values()}
+        if len(fields) > 1:
+            raise ValueError(f"lever {name!r} has other fields in another model's table")
+        fracs = [lv["saturation_fraction"] for lv in by_model.values()]
+        rows.append({
+            "name": name, "fields": next(iter(by_model.values()))["fields"],
+            "per_model": {m: {"budgets_goal_met": lv["budgets_goal_met"],
+                              "budgets": len(lv["per_budget"]),
+                              "saturation_fraction": lv["saturation_fraction"],
+                              "tokens": _tokens(lv)} for m, lv in by_model.items()},
+            "points_goal_met": sum(lv["budgets_goal_met"] for lv in by_model.values()),
+            "worst_saturation_fraction": None if None in fracs else max(fracs),
+            "relative_tokens": float(np.mean([_tokens(lv) / cheapest[m]
+                                              for m, lv in by_model.items()]))})
+    rows.sort(key=lambda r: (-r["points_goal_met"], math.inf if r["worst_saturation_fraction"]
+                             is None else r["worst_saturation_fraction"], r["relative_tokens"]))
+    return {"chosen": rows[0]["name"], "levers": rows}
+
+
+def _tokens(lever: dict) -> float:
+    return sum(p["tokens_per_question"] for p in lever["per_budget"])
+
+
+def json_key(fields: dict) -> str:
+    return json.dumps(fields, sort_keys=True)
 
 
 def plot(data: dict, path: Path) -> None:

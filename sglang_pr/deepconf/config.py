@@ -92,22 +92,25 @@ class DeepConfConfig(BaseModel):
     early stop, no consensus stop unless ``consensus_stop=True``, plain majority vote.
 
     Defaults from measurements (issue 13): DeepConf-high with a voter floor of 4, a warm-up of
-    ceil(budget / 8) traces (4 up to budget 32, 8 at 64, 16 from 128), a plain majority vote
-    over the voters, window 16, τ 0.95. The η rule that results: η = max(90, 100 x 4 /
+    ceil(budget / 8) traces (4 up to budget 32, 8 at 64, 16 from 128), a vote weighted by
+    lowest group confidence, window 16, τ 0.95. The η rule that results: η = max(90, 100 x 4 /
     warm-up) % of the warm-up clears the threshold, so up to budget 32 every warm-up trace that
-    answered votes, and the threshold only cuts later traces. Chosen on the tuning split of
-    ``benchmarks/results/deepconf_frontier.json`` (100 held-out questions of seed 1, disjoint
-    from the demo's and from the reported split; replay of the shipped model's pools, 128
-    traces per question at T 0.6, 2 replays; 2026-12-07) by the rule recorded there
-    (``choice_rule``: most budgets on or above SC's curve, then the smallest token fraction at
-    SC's saturation, then the fewest tokens): lever ``high+floor4+warmup/8``, on or above SC's
-    curve at all five budgets (8-128) there, at 0.54 of SC's tokens at SC's saturation (the
-    same lever won on an earlier 64-trace pool of the same questions, 4 of 4 budgets). The
-    paper's settings (DeepConf-low, η 10, warm-up 16, no floor, weighted; the previous default
-    but for its window of 2048) met the goal at no budget and needed 1.36 of SC's tokens.
-    On the reported split (300 questions) the choice is on SC's curve at budgets 8 and 16 only
-    (32: -0.009 [-0.032, +0.012]; 64: -0.012; 128: -0.010) and needs 1.27 of SC's tokens at
-    saturation: the issue's goal is not met on the shipped model (its SC saturates by N = 8).
+    answered votes, and the threshold only cuts later traces. Chosen by
+    ``benchmarks/deepconf/choose_defaults.py`` (``benchmarks/results/deepconf_defaults.json``,
+    2026-12-08) over the tuning splits of both models' frontier runs
+    (``deepconf_frontier.json``: the shipped model, 100 held-out questions of seed 1, disjoint
+    from the demo's and the reported split, 128 traces per question at T 0.6;
+    ``deepconf_frontier_smollm2-135m.json``: 100 dev questions, 32 traces at T 0.7; 2 replays
+    each) by its rule: most (model, budget) points on or above SC's curve, then the smallest
+    worst-model token fraction at SC's saturation, then the fewest tokens. Lever
+    ``high+floor4+warmup/8+weighted``: 8 of 8 points, 0.54 / 0.58 of SC's tokens at
+    saturation (shipped / SmolLM2). The same lever with a plain vote (the default before)
+    also met 8 of 8 but needed 0.95 on SmolLM2; the paper's settings (DeepConf-low, η 10,
+    warm-up 16, no floor, weighted) met the goal at no point. On the reported splits (300
+    questions each): SmolLM2 above SC's curve at budgets 8 / 16 / 32 (+0.044 / +0.063 /
+    +0.039) at 0.48 of SC's tokens at saturation (budgets 64 / 128 not covered); the shipped
+    model on SC's curve at 8 and 16 only (32: -0.009 [-0.033, +0.012]; 64: -0.011; 128: -0.006
+    [-0.031, +0.018]) and 1.27 of SC's tokens at saturation (its SC saturates by N = 8).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -130,9 +133,9 @@ class DeepConfConfig(BaseModel):
     tau: float = Field(0.95, description="consensus: leading answer's vote share to stop")
     width: PositiveCount = Field(64, description="most traces running at once")
     consensus_stop: Optional[bool] = None  # None: on for DeepConf methods, off for "sc"
-    # False (the frontier's choice, class docstring): plain majority over the voters; True:
-    # weighted by lowest group confidence (the paper); None: weighted for DeepConf, plain for sc.
-    weighted: Optional[bool] = False
+    # None (the frontier's choice, class docstring): weighted by lowest group confidence for
+    # DeepConf methods (the paper's vote), plain majority for sc; True / False: always / never.
+    weighted: Optional[bool] = None
     vote_confidence: ConfidenceKind = "lowest_group"  # the online signal (paper, reference)
     # Which warm-up traces vote (and count towards consensus): "kept" = only those whose lowest
     # group confidence is >= s (the reference implementation's final vote); "all" = every

@@ -23,8 +23,9 @@ def test_defaults():
     assert (c.k, c.window, c.n_init, c.tau, c.budget) == (20, 16, None, 0.95, 256)
     assert (c.min_voters, c.warmup_fraction, c.warmup, c.voter_floor) == (4, 0.125, 16, 4)
     assert c.method == "deepconf_high" and c.effective_eta == 90
-    assert c.use_consensus_stop and not c.use_weighted_vote  # plain vote: the frontier's pick
-    assert DeepConfConfig(weighted=None).use_weighted_vote  # None: by method (the paper's)
+    # weighted vote for DeepConf (None: by method), the choice over both models' tuning splits
+    assert c.use_consensus_stop and c.use_weighted_vote and c.weighted is None
+    assert not DeepConfConfig(weighted=False).use_weighted_vote
     assert DeepConfConfig(method="deepconf_low").effective_eta == 10
     sc = DeepConfConfig(method="sc")
     assert not sc.use_consensus_stop and not sc.use_weighted_vote and sc.effective_eta == 100
