@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sglang_pr.cli import CliError
 from sglang_pr.cli.side_by_side import DemoQuestion, demo_questions
+from sglang_pr.cpu_platform import SEEDED_SAMPLING_ENV as SEEDED_ENV
 from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_TEMPERATURE, DeepConfConfig
 from sglang_pr.deepconf.extract import EXTRACTORS, Extract, get_extractor
 from sglang_pr.deepconf.vote import weighted_vote
@@ -56,9 +57,15 @@ def add_parser(sub) -> None:
                         "with --dataset)")
     p.add_argument("--port", type=int, default=None, help="port for the started server")
     p.add_argument("--deepconf", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run self-consistency vs DeepConf-low side by side (default on)")
+                   help="also run self-consistency vs the default DeepConf method side by "
+                        "side (default on)")
     p.add_argument("--budget", type=int, default=32,
                    help="traces per question for the side-by-side (default 32)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the side-by-side's groups (question q: seed x 2**20 + q x "
+                        "budget; branch i adds i), so SC and DeepConf sample the same traces "
+                        "and a rerun on this machine repeats (default 0; the demo's own "
+                        f"server samples seeded, a --url server needs {SEEDED_ENV}=1)")
     p.set_defaults(func=run)
 
 
@@ -121,6 +128,8 @@ def _validate(args: argparse.Namespace) -> None:
     for name in ("n", "questions", "max_new_tokens", "budget"):
         if getattr(args, name) <= 0:
             raise CliError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if not 0 <= args.seed < 2**31:
+        raise CliError(f"--seed must be in [0, 2**31), got {args.seed}")
     if args.temperature is not None and args.temperature < 0:
         raise CliError(f"--temperature must be >= 0, got {args.temperature}")
 
@@ -154,7 +163,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from sglang_pr.server.launcher import launch
 
     print("starting sglang-pr serve (about 20-60 s on a CPU) ...", flush=True)
-    with launch(model_path=model_path, port=args.port) as server:
+    # seeded sampling on (a CPU server samples unseeded without it; SGLang's own seeded path
+    # needs its deterministic mode): the side-by-side's groups then repeat run to run
+    with launch(model_path=model_path, port=args.port, env={SEEDED_ENV: "1"}) as server:
         print(f"server up at {server.base_url}; log: {server.log_path}", flush=True)
         return _run_and_report(args, server.base_url, questions)
 
@@ -195,11 +206,12 @@ def _side_by_side(args: argparse.Namespace, url: str, questions: list[DemoQuesti
 
     method = DEFAULT_METHOD
     print(f"\nself-consistency vs DeepConf ({method}, the default), {len(questions)} questions, "
-          f"budget {args.budget} traces (in-server fork groups) ...", flush=True)
+          f"budget {args.budget} traces (in-server fork groups, seed {args.seed}: both methods "
+          "sample the same traces) ...", flush=True)
     try:
         rows = deepconf_demo.side_by_side(
             url, budget=args.budget, questions=questions, methods=("sc", method),
-            extra={"extractor": args.extractor},
+            extra={"extractor": args.extractor}, seed=args.seed,
             sampling={"max_new_tokens": args.max_new_tokens,
                       **({} if args.temperature is None else {"temperature": args.temperature})})
     except (RuntimeError, OSError) as e:  # e.g. a --url server without the DeepConf plugin

@@ -118,21 +118,29 @@ def side_by_side(url: str, n_questions: int = 20, budget: int = 16,
                  window: int = SHIPPED_MODEL_WINDOW,
                  sampling: Optional[dict] = None, extra: Optional[dict] = None,
                  progress: Optional[Callable[[int, int], None]] = None,
-                 questions: Optional[Sequence[DemoQuestion]] = None) -> list[MethodStats]:
+                 questions: Optional[Sequence[DemoQuestion]] = None,
+                 seed: Optional[int] = None) -> list[MethodStats]:
     """Run each method on the same questions (``questions``, else the first ``n_questions``
     held-out ones); one MethodStats per method.
 
     ``sampling`` overrides :data:`~sglang_pr.deepconf.config.SAMPLING`; ``width`` is the budget
     (the whole group at once) and the warm-up is the config's rule for the budget; ``extra``
-    (e.g. ``{"extractor": "last_number"}``) goes into every group's config."""
+    (e.g. ``{"extractor": "last_number"}``) goes into every group's config.
+
+    ``seed``: question q's groups get ``sampling_seed`` = seed x 2**20 + q x budget (the group
+    route seeds branch i with that + i), the same for every method: their branch i samples the
+    same trace (common random numbers), so the paired difference is the methods' own and a
+    rerun repeats on a server with seeded sampling (``SGLANG_PR_SEEDED_SAMPLING=1``)."""
     sampling = SAMPLING.as_params(**(sampling or {}))
     questions = list(questions) if questions is not None else demo_questions(n_questions)
     stats = {m: MethodStats(m, budget) for m in methods}
     for qi, q in enumerate(questions):
+        sp = sampling if seed is None else {**sampling,
+                                            "sampling_seed": seed * 2**20 + qi * budget}
         for m in methods:
             cfg = {"method": m, "budget": budget, "window": window, "width": budget,
                    **(extra or {})}  # the warm-up: the config's rule for this budget
-            stats[m].add(*run_group(url, q.prompt, cfg, sampling), q.truth)
+            stats[m].add(*run_group(url, q.prompt, cfg, sp), q.truth)
         if progress is not None:
             progress(qi + 1, len(questions))
     return list(stats.values())

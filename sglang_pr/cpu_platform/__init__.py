@@ -39,7 +39,8 @@ def activate() -> str | None:
     return None if has_accelerator() else PLATFORM_QUALNAME
 
 
-_SEED_ENV = "SGLANG_PR_SEEDED_SAMPLING"  # = seeded_sampling.ENV (that module imports torch ops)
+# Opt-in per-request seeds on a CPU server (seeded_sampling); the demo and Medusa training set it.
+SEEDED_SAMPLING_ENV = "SGLANG_PR_SEEDED_SAMPLING"
 
 HOOKS: tuple[Hook, ...] = (
     Hook("sglang.srt.mem_cache.allocation.assign_req_to_token_pool_func",
@@ -48,10 +49,10 @@ HOOKS: tuple[Hook, ...] = (
          "sglang_pr.cpu_platform.spec_kv:_kv_copy_around", "around"),
     Hook("sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.from_schedule_batch",
          "sglang_pr.cpu_platform.seeded_sampling:_after_from_schedule_batch", "after",
-         env=_SEED_ENV),
+         env=SEEDED_SAMPLING_ENV),
     Hook("sglang.srt.layers.sampler.multinomial_with_seed",
          "sglang_pr.cpu_platform.seeded_sampling:_around_multinomial_with_seed", "around",
-         env=_SEED_ENV),
+         env=SEEDED_SAMPLING_ENV),
 )
 
 

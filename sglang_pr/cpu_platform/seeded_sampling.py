@@ -25,9 +25,10 @@ import random
 
 import torch
 
+from sglang_pr.cpu_platform import SEEDED_SAMPLING_ENV
 from sglang_pr.internals import env_on
 
-ENV = "SGLANG_PR_SEEDED_SAMPLING"  # the env of its rows in cpu_platform.HOOKS
+ENV = SEEDED_SAMPLING_ENV  # the env of its rows in cpu_platform.HOOKS
 SEED_ATTR = "_sglang_pr_seed"  # a request's drawn seed, kept across re-prefills
 
 

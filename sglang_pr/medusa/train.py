@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from sglang_pr.cpu_platform import SEEDED_SAMPLING_ENV
 from sglang_pr.medusa.checkpoint import save_heads
 from sglang_pr.medusa.config import MedusaTrainConfig
 from sglang_pr.medusa.heads import MedusaHeads
@@ -218,9 +219,9 @@ def _server(model_path: str, base_url: Optional[str], port: Optional[int] = None
 
     @contextlib.contextmanager
     def run():
-        # Seeded sampling on a CPU server (see deepconf/seeded_sampling.py): the sampled
+        # Seeded sampling on a CPU server (see cpu_platform/seeded_sampling.py): the sampled
         # generations, and so the heads, are reproducible from --seed.
-        env = {"SGLANG_PR_SEEDED_SAMPLING": "1"}
+        env = {SEEDED_SAMPLING_ENV: "1"}
         with launch(model_path=model_path, port=port, env=env, timeout_s=900) as handle:
             yield handle.base_url
 

@@ -53,6 +53,7 @@ def test_demo_against_running_server(base_url, capsys):
 
 def test_demo_rejects_bad_input(tmp_path, capsys):
     assert main(["demo", "--n", "0"]) == 2
+    assert main(["demo", "--seed", "-1"]) == 2
     assert main(["demo", "--budget", "0"]) == 2
     assert main(["demo", "--questions", "-1"]) == 2
     # a dataset too small for --questions, a missing one, an unknown model: one line, exit 2,

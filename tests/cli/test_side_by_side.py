@@ -49,6 +49,26 @@ def test_side_by_side_aggregates(monkeypatch):
     assert "outside SC's measured range" in demo.format_equal_tokens(rows)
 
 
+def test_a_seed_gives_every_method_the_same_seeds_per_question(monkeypatch):
+    seen = []
+
+    def fake_run_group(url, prompt, deepconf, sampling, timeout_s=900.0):
+        seen.append((prompt, deepconf["method"], sampling.get("sampling_seed")))
+        totals = {"generated_tokens": 1, "traces_started": 1, "stopped_early": 0,
+                  "consensus_reached": False, "aborted": 0, "wall_s": 0.0}
+        return {"answer": None, "totals": totals}, 0.0
+
+    monkeypatch.setattr(demo, "run_group", fake_run_group)
+    demo.side_by_side("http://x", n_questions=3, budget=8, seed=3)
+    prompts = [p.prompt for p in heldout_set(3)]
+    # question q: 3 x 2**20 + 8q for both methods; branch i adds i, so no two branches share one
+    assert seen == [(p, m, 3 * 2**20 + 8 * q) for q, p in enumerate(prompts)
+                    for m in ("sc", "deepconf_low")]
+    seen.clear()
+    demo.side_by_side("http://x", n_questions=1, budget=8)
+    assert seen == [(prompts[0], "sc", None), (prompts[0], "deepconf_low", None)]
+
+
 def test_paired_interval_covers_the_difference_and_narrows_with_questions():
     a = [True, False] * 10  # accuracy 0.5
     b = [True, True, True, False] * 5  # accuracy 0.75
