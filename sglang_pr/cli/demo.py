@@ -7,7 +7,9 @@ single-sample and voted accuracy and the tokens generated, then runs self-consis
 DeepConf (the config's default method) side by side on the same questions (in-server fork
 groups, ``--budget`` traces each; ``--no-deepconf`` skips this part), compared at equal N and
 at equal tokens (SC's curve from its own traces, interpolated at DeepConf's spend, with the
-paired interval; :mod:`sglang_pr.deepconf.frontier`), and stops the server.
+paired interval; :mod:`sglang_pr.deepconf.frontier`), and stops the server. The side-by-side
+is seeded (``--seed``): both methods' groups of a question share seeds, so DeepConf's branches
+are SC's and a rerun repeats SC's row exactly (the frontend program is not seeded).
 
 Questions: the shipped task's first ``--questions`` held-out ones (disjoint from the split the
 DeepConf defaults were tuned on), or ``--dataset FILE.jsonl`` through the model's chat template.
