@@ -116,8 +116,11 @@ def plot(data: dict, path: Path) -> None:
     for m in sorted({p["method"] for p in points} - {"sc"}):
         pts = sorted((p for p in points if p["method"] == m),
                      key=lambda p: p["tokens_per_question"])
+        default = any(p["default"] for p in pts)  # drawn on top: another method may overlap it
         line, = ax.plot([p["tokens_per_question"] for p in pts], [p["accuracy"] for p in pts],
-                        "s--", label=m)
+                        "D-" if default else "s--", label=m + (" (default)" if default else ""),
+                        zorder=3 if default else 2, markersize=7 if default else 5,
+                        markerfacecolor="none" if default else None)
         for p in pts:
             if p["ci_vs_sc"] is not None:  # the interval drawn around SC's value there
                 sc_at = p["accuracy"] - p["diff_vs_sc"]
