@@ -31,6 +31,17 @@ class UsageError(SystemExit):
         super().__init__(2)
 
 
+class ServerLost(SystemExit):
+    """The server stopped answering mid-run (e.g. its watchdog killed a stalled step): one
+    line, exit 1; every question finished before (and those in flight that finish) is kept."""
+
+    def __init__(self, error: Exception):
+        print(f"bench_frontier: the server stopped answering ({type(error).__name__}: "
+              f"{error}); finished questions are written, `collect --resume` continues",
+              file=sys.stderr)
+        super().__init__(1)
+
+
 @dataclass(frozen=True)
 class Question:
     prompt: str
@@ -149,6 +160,8 @@ def collect(url: str, todo: list[tuple[str, int, Question]], root: Path, args) -
     as it is done (``--resume`` skips the written ones, whatever order they finished in)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
+    import requests
+
     start = time.perf_counter()
 
     def one(item):
@@ -170,7 +183,10 @@ def collect(url: str, todo: list[tuple[str, int, Question]], root: Path, args) -
     try:
         futures = [pool.submit(one, item) for item in todo]
         for done, f in enumerate(as_completed(futures), 1):
-            split, i, traces, wall = f.result()
+            try:
+                split, i, traces, wall = f.result()
+            except requests.RequestException as e:  # not a bug of ours: no traceback
+                raise ServerLost(e) from None
             rate = (time.perf_counter() - start) / done
             print(f"[{done}/{len(todo)}] {split} {i}: {len(traces)} traces, "
                   f"{sum(t.tokens for t in traces)} tokens, {wall:.1f} s "

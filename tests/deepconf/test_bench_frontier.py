@@ -161,6 +161,29 @@ def test_concurrent_collect_writes_every_question_and_stops_on_a_failure(bench, 
     assert len(list((tmp_path / "b").glob("*/*.json.gz"))) == len(calls) - 1
 
 
+def test_a_server_that_stops_answering_is_one_line_and_keeps_the_finished(bench, tmp_path,
+                                                                          monkeypatch, capsys):
+    import requests
+
+    calls = []
+
+    def fake_sample(url, prompt, args, n):
+        calls.append(prompt)
+        if len(calls) == 3:
+            raise requests.ConnectionError("Remote end closed connection without response")
+        return fake_traces("7", n, len(calls)), 0.01
+
+    monkeypatch.setattr(sys.modules["frontier_collect"], "sample", fake_sample)
+    with pytest.raises(SystemExit) as e:
+        bench.run_collect(collect_args(bench, tmp_path))
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "stopped answering" in err and "--resume" in err
+    # every question but the failed one is written: the two before it, and one the worker
+    # may have started before the failure was seen
+    assert len(list(tmp_path.glob("*/*.json.gz"))) == len(calls) - 1 >= 2
+
+
 def test_replay_of_a_dataset_pool_reads_answers_by_last_number_and_names_the_file(bench,
                                                                                 tmp_path):
     """A pool of a --dataset's questions (a chat model's plain answers) is scored with
