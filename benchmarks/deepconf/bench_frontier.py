@@ -91,16 +91,20 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 _DEFAULTS = DeepConfConfig.model_fields
 DEFAULT_METHOD = _DEFAULTS["method"].default
 # Reported split: the default method (the config's own warm-up rule, voter floor and vote),
-# the other named method with the same, the default with a plain vote (the default until
-# choose_defaults.py weighed both models' tuning splits) and the paper's settings.
-PAPER = {"n_init": 16, "min_voters": None, "weighted": True}
+# the other named method with the same, the default weighted by the lowest group instead of
+# the tail, the default with a plain vote (the default until choose_defaults.py weighed both
+# models' tuning splits) and the paper's settings.
+PAPER = {"n_init": 16, "min_voters": None, "weighted": True, "vote_confidence": "lowest_group"}
 VARIANTS = [{"name": "deepconf_high", "method": "deepconf_high"},
             {"name": "deepconf_low", "method": "deepconf_low"},
+            {"name": "deepconf_high_lowest", "method": "deepconf_high",
+             "vote_confidence": "lowest_group"},
             {"name": "deepconf_high_plain", "method": "deepconf_high", "weighted": False},
             {"name": "deepconf_low_paper", "method": "deepconf_low", **PAPER}]
 # Tuning split: one lever at a time from the paper's settings, then around the floor and
 # the small warm-up. Every field spelled out, so the table does not move with the defaults.
-FLOOR = {"min_voters": 4, "n_init": None, "warmup_fraction": 0.125, "weighted": False}
+FLOOR = {"min_voters": 4, "n_init": None, "warmup_fraction": 0.125, "weighted": False,
+         "vote_confidence": "lowest_group"}
 TUNE_VARIANTS = [
     {"name": "paper_low", "method": "deepconf_low", **PAPER},
     {"name": "paper_high", "method": "deepconf_high", **PAPER},
@@ -116,6 +120,9 @@ TUNE_VARIANTS = [
     {"name": "high+floor4+warmup/8", "method": "deepconf_high", **FLOOR},
     {"name": "high+floor4+warmup/8+weighted", "method": "deepconf_high", **FLOOR,
      "weighted": True},
+    # which summary weighs the vote (the threshold stays the lowest group's)
+    *({"name": f"high+floor4+warmup/8+weighted+{kind}", "method": "deepconf_high", **FLOOR,
+       "weighted": True, "vote_confidence": kind} for kind in ("bottom10", "tail", "mean")),
     {"name": "low+floor4+warmup/8+tau0.8", "method": "deepconf_low", **FLOOR, "tau": 0.8},
     {"name": "low+floor4+warmup/8+window2048", "method": "deepconf_low", **FLOOR,
      "window": 2048},

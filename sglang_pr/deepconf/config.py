@@ -92,25 +92,26 @@ class DeepConfConfig(BaseModel):
     early stop, no consensus stop unless ``consensus_stop=True``, plain majority vote.
 
     Defaults from measurements (issue 13): DeepConf-high with a voter floor of 4, a warm-up of
-    ceil(budget / 8) traces (4 up to budget 32, 8 at 64, 16 from 128), a vote weighted by
-    lowest group confidence, window 16, τ 0.95. The η rule that results: η = max(90, 100 x 4 /
-    warm-up) % of the warm-up clears the threshold, so up to budget 32 every warm-up trace that
-    answered votes, and the threshold only cuts later traces. Chosen by
-    ``benchmarks/deepconf/choose_defaults.py`` (``benchmarks/results/deepconf_defaults.json``,
-    2026-12-08) over the tuning splits of both models' frontier runs
-    (``deepconf_frontier.json``: the shipped model, 100 held-out questions of seed 1, disjoint
-    from the demo's and the reported split, 128 traces per question at T 0.6;
-    ``deepconf_frontier_smollm2-135m.json``: 100 dev questions, 32 traces at T 0.7; 2 replays
-    each) by its rule: most (model, budget) points on or above SC's curve, then the smallest
-    worst-model token fraction at SC's saturation, then the fewest tokens. Lever
-    ``high+floor4+warmup/8+weighted``: 8 of 8 points, 0.54 / 0.58 of SC's tokens at
-    saturation (shipped / SmolLM2). The same lever with a plain vote (the default before)
-    also met 8 of 8 but needed 0.95 on SmolLM2; the paper's settings (DeepConf-low, η 10,
-    warm-up 16, no floor, weighted) met the goal at no point. On the reported splits (300
-    questions each): SmolLM2 above SC's curve at budgets 8 / 16 / 32 (+0.044 / +0.063 /
-    +0.039) at 0.48 of SC's tokens at saturation (budgets 64 / 128 not covered); the shipped
-    model on SC's curve at 8 and 16 only (32: -0.009 [-0.033, +0.012]; 64: -0.011; 128: -0.006
-    [-0.031, +0.018]) and 1.27 of SC's tokens at saturation (its SC saturates by N = 8).
+    ceil(budget / 8) traces (4 up to budget 32, 8 at 64, 16 from 128), a vote weighted by each
+    voter's tail confidence (the threshold stays the lowest group's), window 16, τ 0.95. The η
+    rule that results: η = max(90, 100 x 4 / warm-up) % of the warm-up clears the threshold,
+    so up to budget 32 every warm-up trace that answered votes, and the threshold only cuts
+    later traces. Chosen by ``benchmarks/deepconf/choose_defaults.py``
+    (``benchmarks/results/deepconf_defaults.json``, 2026-12-08) over the tuning splits of both
+    models' frontier runs (``deepconf_frontier.json``: the shipped model, 100 held-out
+    questions of seed 1, disjoint from the demo's and the reported split, 128 traces per
+    question at T 0.6; ``deepconf_frontier_smollm2-135m.json``: 100 dev questions, 32 traces
+    at T 0.7; 2 replays each) by its rule: most (model, budget) points on or above SC's curve,
+    then the smallest worst-model token fraction at SC's saturation, then the fewest tokens.
+    Lever ``high+floor4+warmup/8+weighted+tail``: 8 of 8 points, 0.54 / 0.49 of SC's tokens at
+    saturation (shipped / SmolLM2); weighted by the lowest group 0.54 / 0.58, plain vote
+    0.54 / 0.95; the paper's settings (DeepConf-low, η 10, warm-up 16, no floor, lowest-group
+    weights) met the goal at no point. On the reported splits (300 questions each): SmolLM2
+    above SC's curve at budgets 8 / 16 / 32 (+0.038 / +0.062 / +0.039) at 0.504 of SC's tokens
+    at saturation (budgets 64 / 128 not covered; lowest-group weights gave 0.483 there, not
+    chosen: the tuning split decides); the shipped model on SC's curve at 8, 16 and 128
+    (32: -0.013 [-0.036, +0.008]; 64: -0.009 [-0.032, +0.012]) and 1.27 of SC's tokens at
+    saturation (its SC saturates by N = 8).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -133,10 +134,14 @@ class DeepConfConfig(BaseModel):
     tau: float = Field(0.95, description="consensus: leading answer's vote share to stop")
     width: PositiveCount = Field(64, description="most traces running at once")
     consensus_stop: Optional[bool] = None  # None: on for DeepConf methods, off for "sc"
-    # None (the frontier's choice, class docstring): weighted by lowest group confidence for
-    # DeepConf methods (the paper's vote), plain majority for sc; True / False: always / never.
+    # None (the frontier's choice, class docstring): weighted (by ``vote_confidence``) for
+    # DeepConf methods, plain majority for sc; True / False: always / never.
     weighted: Optional[bool] = None
-    vote_confidence: ConfidenceKind = "lowest_group"  # the online signal (paper, reference)
+    # The summary that weighs a vote (weighted votes; summary.py defines the four) and, in the
+    # offline vote, also filters. "tail" (the mean of the last window's tokens): the frontier's
+    # choice (class docstring). The group's threshold and early stop always use lowest_group,
+    # the online signal (the paper's and reference's vote uses it too).
+    vote_confidence: ConfidenceKind = "tail"
     # Which warm-up traces vote (and count towards consensus): "kept" = only those whose lowest
     # group confidence is >= s (the reference implementation's final vote); "all" = every
     # warm-up trace that answered (so the consensus check after the warm-up sees N_init votes,

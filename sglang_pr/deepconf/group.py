@@ -11,7 +11,7 @@ Algorithm (η = percentage kept, see :mod:`.config`; all traces share the prompt
    an answer, and its lowest group confidence is ≥ s (warm-up traces included — the reference
    implementation's rule; ``warmup_votes="all"``: every warm-up trace that answered votes, so
    the consensus check after the warm-up sees all N_init votes, not only the top η %).
-   Weight: its lowest group confidence (plain majority for ``sc``).
+   Weight: its ``vote_confidence`` summary (default: tail; plain majority for ``sc``).
 4. Consensus: after the warm-up and after every later finished trace, if the leading answer's
    share V(â)/Σ V ≥ τ, no new trace starts and running ones are aborted (their KV is freed by
    SGLang's abort path).
@@ -197,7 +197,10 @@ class GroupRun:
 
     def _mark(self, rec: TraceRecord) -> None:
         rec.voted = self._eligible(rec)
-        rec.weight = (rec.lowest or 0.0) if self.cfg.use_weighted_vote else 1.0
+        # the weight: the summary ``vote_confidence`` names (the threshold is always the
+        # lowest group's, the signal the scheduler stops on)
+        weight = (rec.confidence or {}).get(self.cfg.vote_confidence)
+        rec.weight = (weight or 0.0) if self.cfg.use_weighted_vote else 1.0
 
     def _tally(self) -> None:
         voters = [t for t in self.traces if t.voted]

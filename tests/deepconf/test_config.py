@@ -25,6 +25,7 @@ def test_defaults():
     assert c.method == "deepconf_high" and c.effective_eta == 90
     # weighted vote for DeepConf (None: by method), the choice over both models' tuning splits
     assert c.use_consensus_stop and c.use_weighted_vote and c.weighted is None
+    assert c.vote_confidence == "tail"  # weighs the vote; the threshold is the lowest group's
     assert not DeepConfConfig(weighted=False).use_weighted_vote
     assert DeepConfConfig(method="deepconf_low").effective_eta == 10
     sc = DeepConfConfig(method="sc")

@@ -138,6 +138,43 @@ def test_consensus_after_warmup_starts_nothing_more():
     assert r.answer == "4" and r.vote["share"] == 1.0
 
 
+class SequenceBackend(FakeBackend):
+    """Trace i makes the token confidences seqs[i] (so its summaries differ), then answers."""
+
+    def __init__(self, answers, seqs):
+        super().__init__(answers, [min(q) for q in seqs], n_tokens=0)
+        self.seqs = seqs
+
+    async def generate(self, index, settings):
+        out = await super().generate(index, settings)
+        out["meta_info"]["deepconf_confidences"] = list(self.seqs[index])
+        out["meta_info"]["completion_tokens"] = len(self.seqs[index])
+        return out
+
+
+def test_vote_confidence_names_the_summary_that_weighs_a_vote():
+    from sglang_pr.deepconf.summary import KINDS, summarize
+    from sglang_pr.deepconf.vote import weighted_vote
+
+    # two traces say 1 and end unsure; one says 2, starts unsure and ends sure: every lowest
+    # group is 1.0, so 1 wins 2 to 1; the tail favours 2 (9.0 > 2 x 1.0)
+    answers = [1, 1, 2]
+    seqs = [[5.0] * 4 + [1.0] * 4, [5.0] * 4 + [1.0] * 4, [1.0] * 4 + [9.0] * 4]
+    got = {}
+    for kind in KINDS:
+        cfg = DeepConfConfig(method="sc", budget=3, width=3, window=2, weighted=True,
+                             vote_confidence=kind)
+        r = run(cfg, SequenceBackend(answers, seqs))
+        weights = [summarize(q, 2).get(kind) for q in seqs]
+        assert r.answer == weighted_vote([str(a) for a in answers], weights).answer, kind
+        assert [t.weight for t in r.traces] == weights
+        got[kind] = r.answer
+    assert got["lowest_group"] == "1" and got["tail"] == "2"  # the field decides
+    plain = run(DeepConfConfig(method="sc", budget=3, width=3, window=2, vote_confidence="tail"),
+                SequenceBackend(answers, seqs))
+    assert plain.answer == "1" and {t.weight for t in plain.traces} == {1.0}  # sc: plain
+
+
 def test_consensus_mid_phase_aborts_running_traces():
     # warm-up splits 2 ways; later confident traces all say 9 and settle the vote
     answers = [1, 2] * 4 + [9] * 24
