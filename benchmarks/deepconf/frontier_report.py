@@ -33,18 +33,15 @@ CHOICE_RULE = ("most budgets on or above SC's curve (goal_met), then the smalles
 
 
 def choose(table: list[dict]) -> Optional[str]:
-    """The lever :data:`CHOICE_RULE` picks (tuning split only); marks it ``chosen``."""
-    def key(lever: dict) -> tuple:
-        frac = lever["saturation_fraction"]
-        return (-lever["budgets_goal_met"], math.inf if frac is None else frac,
-                sum(p["tokens_per_question"] for p in lever["per_budget"]))
-
+    """The lever :data:`CHOICE_RULE` picks (tuning split only); marks it ``chosen``. With one
+    model :data:`CHOICE_RULE_ACROSS` is the same rule (tokens relative to the cheapest lever
+    order levers as the sums do), so it is that."""
     if not table:
         return None
-    best = min(table, key=key)
+    best = choose_across({"": table})["chosen"]
     for lever in table:
-        lever["chosen"] = lever is best
-    return best["name"]
+        lever["chosen"] = lever["name"] == best
+    return best
 
 
 CHOICE_RULE_ACROSS = ("most (model, budget) points on or above SC's curve (goal_met) over "
@@ -68,7 +65,7 @@ def choose_across(tables: dict[str, list[dict]]) -> dict:
     for name in names[0]:
         by_model = {m: next(lever for lever in t if lever["name"] == name)
                     for m, t in tables.items()}
-        fields = {json_key(lv["fields"]) for lv in by_model.values()}
+        fields = {json.dumps(lv["fields"], sort_keys=True) for lv in by_model.values()}
         if len(fields) > 1:
             raise ValueError(f"lever {name!r} has other fields in another model's table")
         fracs = [lv["saturation_fraction"] for lv in by_model.values()]
@@ -89,10 +86,6 @@ def choose_across(tables: dict[str, list[dict]]) -> dict:
 
 def _tokens(lever: dict) -> float:
     return sum(p["tokens_per_question"] for p in lever["per_budget"])
-
-
-def json_key(fields: dict) -> str:
-    return json.dumps(fields, sort_keys=True)
 
 
 def plot(data: dict, path: Path) -> None:

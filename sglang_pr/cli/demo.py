@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from sglang_pr.cli import CliError
 from sglang_pr.cli.side_by_side import DemoQuestion, demo_questions
-from sglang_pr.cpu_platform import SEEDED_SAMPLING_ENV as SEEDED_ENV
+from sglang_pr.cpu_platform import SEEDED_SAMPLING_ENV
 from sglang_pr.deepconf.config import SAMPLING, SHIPPED_MODEL_TEMPERATURE, DeepConfConfig
 from sglang_pr.deepconf.extract import EXTRACTORS, Extract, get_extractor
 from sglang_pr.deepconf.vote import weighted_vote
@@ -67,7 +67,7 @@ def add_parser(sub) -> None:
                    help="seeds the side-by-side's groups (question q: seed x 2**20 + q x "
                         "budget; branch i adds i), so SC and DeepConf sample the same traces "
                         "and a rerun on this machine repeats (default 0; the demo's own "
-                        f"server samples seeded, a --url server needs {SEEDED_ENV}=1)")
+                        f"server samples seeded, a --url server needs {SEEDED_SAMPLING_ENV}=1)")
     p.set_defaults(func=run)
 
 
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     print("starting sglang-pr serve (about 20-60 s on a CPU) ...", flush=True)
     # seeded sampling on (a CPU server samples unseeded without it; SGLang's own seeded path
     # needs its deterministic mode): the side-by-side's groups then repeat run to run
-    with launch(model_path=model_path, port=args.port, env={SEEDED_ENV: "1"}) as server:
+    with launch(model_path=model_path, port=args.port, env={SEEDED_SAMPLING_ENV: "1"}) as server:
         print(f"server up at {server.base_url}; log: {server.log_path}", flush=True)
         return _run_and_report(args, server.base_url, questions)
 
